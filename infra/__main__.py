@@ -1,0 +1,100 @@
+"""The QCKSTRT production stack: read settings once, build components, pass outputs on, export."""
+
+from __future__ import annotations
+
+import pulumi
+
+from infra import settings as stack_settings
+from infra.app_secrets import AppConfigInputs, AppSecrets, AppSecretsArgs
+from infra.database import Database, DatabaseArgs
+from infra.encryption import StackKey, StackKeyArgs
+from infra.llm_host import LlmHost, LlmHostArgs
+from infra.monitoring import Monitoring, MonitoringArgs
+from infra.network import Network, NetworkArgs
+from infra.storage import Storage, StorageArgs
+
+s = stack_settings.load()
+prefix = s.name_prefix
+
+key = StackKey(
+    prefix,
+    StackKeyArgs(
+        deletion_window_days=s.database.kms_key_deletion_window_days,
+        protect=s.protect,
+        tags=s.tags,
+    ),
+)
+network = Network(prefix, NetworkArgs(settings=s.network, tags=s.tags))
+database = Database(
+    prefix,
+    DatabaseArgs(
+        settings=s.database,
+        production=s.production,
+        protect=s.protect,
+        subnet_ids=network.public_subnet_ids
+        if s.database.publicly_accessible
+        else network.private_subnet_ids,
+        security_group_id=network.database_security_group_id,
+        kms_key_arn=key.key_arn,
+        kms_key_id=key.key_id,
+        tags=s.tags,
+    ),
+)
+storage = Storage(
+    prefix,
+    StorageArgs(settings=s.storage, protect=s.protect, kms_key_arn=key.key_arn, tags=s.tags),
+)
+llm = LlmHost(
+    prefix,
+    LlmHostArgs(
+        settings=s.llm,
+        subnet_id=network.private_subnet_ids[0],
+        security_group_id=network.llm_security_group_id,
+        kms_key_arn=key.key_arn,
+        tags=s.tags,
+    ),
+)
+secrets = AppSecrets(
+    prefix,
+    AppSecretsArgs(
+        settings=s.secrets,
+        stack=s.stack,
+        protect=s.protect,
+        kms_key_arn=key.key_arn,
+        app_config=AppConfigInputs(
+            db_host=database.address,
+            db_port=database.port,
+            db_name=database.name,
+            db_username=database.master_username,
+            db_master_secret_arn=database.master_secret_arn,
+            vector_dimensions=s.embeddings.dimensions,
+            xenova_model=s.embeddings.xenova_model,
+            llm_url=llm.url,
+            llm_model=s.llm.model,
+            bucket_name=storage.bucket_name,
+            region=s.region,
+        ),
+        tags=s.tags,
+    ),
+)
+Monitoring(
+    prefix,
+    MonitoringArgs(
+        settings=s.monitoring,
+        db_instance_identifier=database.instance_identifier,
+        llm_instance_id=llm.instance_id,
+        kms_key_id=key.key_id,
+        tags=s.tags,
+    ),
+)
+
+pulumi.export("dbEndpoint", database.address)
+pulumi.export("dbPort", database.port)
+pulumi.export("dbName", database.name)
+pulumi.export("dbMasterSecretArn", database.master_secret_arn)
+pulumi.export("appSecurityGroupId", network.app_security_group_id)
+pulumi.export("privateSubnetIds", network.private_subnet_ids)
+pulumi.export("kmsKeyArn", key.key_arn)
+pulumi.export("appConfigSecretArn", secrets.app_config_arn)
+pulumi.export("bucketName", storage.bucket_name)
+pulumi.export("llmUrl", llm.url)

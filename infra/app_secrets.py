@@ -1,0 +1,124 @@
+"""Secrets Manager entries: the source database URL and the app's production configuration.
+
+Named ``app_secrets`` rather than ``secrets``: Pulumi runs ``infra/`` with that folder first on
+``sys.path``, where a ``secrets.py`` would shadow the standard library module of that name.
+
+Why the app config holds the master secret's ARN and not a password: RDS generates and rotates
+the password in its own secret; copying it would leave a stale, unrotated duplicate behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.settings import SecretSettings
+
+
+@dataclass
+class AppConfigInputs:
+    """Resource outputs the app's production settings are built from."""
+
+    db_host: pulumi.Input[str]
+    db_port: pulumi.Input[int]
+    db_name: pulumi.Input[str]
+    db_username: pulumi.Input[str]
+    db_master_secret_arn: pulumi.Input[str]
+    vector_dimensions: int
+    xenova_model: str
+    llm_url: pulumi.Input[str]
+    llm_model: str
+    bucket_name: pulumi.Input[str]
+    region: str
+
+
+@dataclass
+class AppSecretsArgs:
+    settings: SecretSettings
+    stack: str
+    protect: bool
+    kms_key_arn: pulumi.Input[str]
+    app_config: AppConfigInputs
+    tags: dict[str, str]
+
+
+def app_config_document(c: AppConfigInputs) -> pulumi.Output[str]:
+    """The JSON the app reads at start; every value comes from a resource output or setting."""
+    return pulumi.Output.json_dumps(
+        {
+            "RELATIONAL_DB_PROVIDER": "postgres",
+            "RELATIONAL_DB_HOST": c.db_host,
+            "RELATIONAL_DB_PORT": pulumi.Output.from_input(c.db_port).apply(str),
+            "RELATIONAL_DB_DATABASE": c.db_name,
+            "RELATIONAL_DB_USERNAME": c.db_username,
+            "RELATIONAL_DB_SSL": "true",
+            # The password stays in the RDS-managed secret; the app resolves it by this ARN.
+            "RELATIONAL_DB_PASSWORD_SECRET_ARN": c.db_master_secret_arn,
+            "VECTOR_DB_PROVIDER": "pgvector",
+            "VECTOR_DB_DIMENSIONS": str(c.vector_dimensions),
+            "EMBEDDINGS_PROVIDER": "xenova",
+            "EMBEDDINGS_XENOVA_MODEL": c.xenova_model,
+            "LLM_URL": c.llm_url,
+            "LLM_MODEL": c.llm_model,
+            "FILE_STORAGE_PROVIDER": "s3",
+            "FILE_STORAGE_BUCKET": c.bucket_name,
+            "AWS_REGION": c.region,
+        }
+    )
+
+
+class AppSecrets(pulumi.ComponentResource):
+    """``qckstrt/<stack>/app-config`` and, when configured, ``qckstrt/<stack>/source-database-url``."""
+
+    app_config_arn: pulumi.Output[str]
+    source_database_url_arn: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: AppSecretsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("qckstrt:secrets:AppSecrets", name, None, opts)
+        self._args = args
+        self._name = name
+        app_config = self._secret(
+            "app-config",
+            "QCKSTRT production settings (JSON); the DB password is in the RDS-managed secret",
+            app_config_document(args.app_config),
+        )
+        self.app_config_arn = app_config.arn
+        self.source_database_url_arn = None
+        url = args.settings.source_database_url
+        if url is not None:
+            source = self._secret(
+                "source-database-url",
+                "PostgreSQL URL of the Supabase source database (read by the data import)",
+                url,
+            )
+            self.source_database_url_arn = source.arn
+        self.register_outputs(
+            {
+                "appConfigArn": self.app_config_arn,
+                "sourceDatabaseUrlArn": self.source_database_url_arn,
+            }
+        )
+
+    def _secret(
+        self, suffix: str, description: str, value: pulumi.Input[str]
+    ) -> aws.secretsmanager.Secret:
+        a = self._args
+        secret = aws.secretsmanager.Secret(
+            f"{self._name}-{suffix}",
+            name=f"qckstrt/{a.stack}/{suffix}",
+            description=description,
+            kms_key_id=a.kms_key_arn,
+            recovery_window_in_days=a.settings.recovery_window_days,
+            tags=a.tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=a.protect),
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{self._name}-{suffix}-version",
+            secret_id=secret.id,
+            # Marked secret whatever its origin, so state and previews show it encrypted.
+            secret_string=pulumi.Output.secret(value),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return secret
