@@ -70,7 +70,7 @@ def app_config_document(c: AppConfigInputs) -> pulumi.Output[str]:
 
 
 class AppSecrets(pulumi.ComponentResource):
-    """``qckstrt/<stack>/app-config`` and, when configured, ``qckstrt/<stack>/source-database-url``."""
+    """``qckstrt/<stack>/app-config`` and, when set, ``qckstrt/<stack>/source-database-url``."""
 
     app_config_arn: pulumi.Output[str]
     source_database_url_arn: pulumi.Output[str] | None

@@ -51,8 +51,11 @@ class Database(pulumi.ComponentResource):
             f"{name}-subnets",
             subnet_ids=args.subnet_ids,
             description=f"{name}: "
-            + ("public subnets (operator access)" if args.settings.publicly_accessible
-               else "private subnets"),
+            + (
+                "public subnets (operator access)"
+                if args.settings.publicly_accessible
+                else "private subnets"
+            ),
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self),
         )

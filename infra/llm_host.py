@@ -59,15 +59,18 @@ class LlmHost(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         s = args.settings
         profile = self._create_instance_profile(args.tags)
-        ami_id = s.ami_id or aws.ec2.get_ami(
-            most_recent=True,
-            owners=["amazon"],
-            filters=[
-                aws.ec2.GetAmiFilterArgs(name="name", values=[DLAMI_NAME_PATTERN]),
-                aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
-                aws.ec2.GetAmiFilterArgs(name="state", values=["available"]),
-            ],
-        ).id
+        ami_id = (
+            s.ami_id
+            or aws.ec2.get_ami(
+                most_recent=True,
+                owners=["amazon"],
+                filters=[
+                    aws.ec2.GetAmiFilterArgs(name="name", values=[DLAMI_NAME_PATTERN]),
+                    aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
+                    aws.ec2.GetAmiFilterArgs(name="state", values=["available"]),
+                ],
+            ).id
+        )
         instance = aws.ec2.Instance(
             f"{name}-instance",
             ami=ami_id,

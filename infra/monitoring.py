@@ -49,17 +49,46 @@ class Monitoring(pulumi.ComponentResource):
             )
         s = args.settings
         db = {"DBInstanceIdentifier": args.db_instance_identifier}
-        self._alarm("db-cpu", "AWS/RDS", "CPUUtilization", db, "GreaterThanThreshold",
-                    s.db_cpu_percent, "Average", f"RDS CPU above {s.db_cpu_percent}%")
-        self._alarm("db-free-storage", "AWS/RDS", "FreeStorageSpace", db, "LessThanThreshold",
-                    s.db_free_storage_gb * GIB, "Minimum",
-                    f"RDS free storage below {s.db_free_storage_gb} GiB")
-        self._alarm("db-connections", "AWS/RDS", "DatabaseConnections", db,
-                    "GreaterThanThreshold", s.db_connections, "Maximum",
-                    f"RDS connections above {s.db_connections}")
-        self._alarm("llm-status-check", "AWS/EC2", "StatusCheckFailed",
-                    {"InstanceId": args.llm_instance_id}, "GreaterThanOrEqualToThreshold", 1,
-                    "Maximum", "GPU Ollama host failed its EC2 status checks")
+        self._alarm(
+            "db-cpu",
+            "AWS/RDS",
+            "CPUUtilization",
+            db,
+            "GreaterThanThreshold",
+            s.db_cpu_percent,
+            "Average",
+            f"RDS CPU above {s.db_cpu_percent}%",
+        )
+        self._alarm(
+            "db-free-storage",
+            "AWS/RDS",
+            "FreeStorageSpace",
+            db,
+            "LessThanThreshold",
+            s.db_free_storage_gb * GIB,
+            "Minimum",
+            f"RDS free storage below {s.db_free_storage_gb} GiB",
+        )
+        self._alarm(
+            "db-connections",
+            "AWS/RDS",
+            "DatabaseConnections",
+            db,
+            "GreaterThanThreshold",
+            s.db_connections,
+            "Maximum",
+            f"RDS connections above {s.db_connections}",
+        )
+        self._alarm(
+            "llm-status-check",
+            "AWS/EC2",
+            "StatusCheckFailed",
+            {"InstanceId": args.llm_instance_id},
+            "GreaterThanOrEqualToThreshold",
+            1,
+            "Maximum",
+            "GPU Ollama host failed its EC2 status checks",
+        )
         self.register_outputs({"topicArn": self.topic_arn})
 
     def _alarm(

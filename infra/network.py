@@ -1,4 +1,4 @@
-"""The network: a VPC over two AZs (or an existing one) and the security groups that tie it together.
+"""The network: a VPC over two AZs (or an existing one) and the security groups tying it together.
 
 Why the security groups live here and not beside their resources: every rule names another
 group (database <- app, LLM host, operators), so declaring all groups in one place keeps the
@@ -220,7 +220,9 @@ class Network(pulumi.ComponentResource):
         )
 
     def _create_security_groups(self, s: NetworkSettings) -> None:
-        app = self._group("app", "QCKSTRT application tasks (attach to the app's ECS/EKS workloads)")
+        app = self._group(
+            "app", "QCKSTRT application tasks (attach to the app's ECS/EKS workloads)"
+        )
         db = self._group("db", "QCKSTRT PostgreSQL: app, LLM host and listed operators only")
         llm = self._group("llm", "QCKSTRT Ollama host: app and VPC only, no SSH (use SSM)")
         self._ingress_from_group("db-from-app", db, app, POSTGRES_PORT)

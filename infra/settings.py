@@ -37,87 +37,208 @@ class Key:
 
 KEYS: tuple[Key, ...] = (
     # General
-    Key("production", "boolean", False,
+    Key(
+        "production",
+        "boolean",
+        False,
         "Marks a production stack: enforces Multi-AZ, deletion protection, a final snapshot, "
-        "resource protection and no public database."),
-    Key("protectStatefulResources", "boolean", False,
+        "resource protection and no public database.",
+    ),
+    Key(
+        "protectStatefulResources",
+        "boolean",
+        False,
         "Sets Pulumi `protect` on the database, KMS key, bucket and secrets so that "
-        "`pulumi destroy` refuses to delete them. Required when `production` is true."),
+        "`pulumi destroy` refuses to delete them. Required when `production` is true.",
+    ),
     # Network
-    Key("vpcCidr", "string", "10.0.0.0/16",
-        "CIDR of the VPC this stack creates (ignored with `existingVpcId`). /16 to /24."),
-    Key("natGatewayPerAz", "boolean", False,
-        "One NAT gateway per availability zone (resilient, dearer) instead of one for the VPC."),
-    Key("existingVpcId", "string", "",
-        "Use this VPC instead of creating one; subnets then come from the two keys below."),
-    Key("existingPublicSubnetIds", "array", [],
-        "Public subnets of `existingVpcId` (needed only with `dbPubliclyAccessible`)."),
-    Key("existingPrivateSubnetIds", "array", [],
-        "Private subnets of `existingVpcId`, in at least two availability zones."),
-    Key("operatorCidrs", "array", [],
+    Key(
+        "vpcCidr",
+        "string",
+        "10.0.0.0/16",
+        "CIDR of the VPC this stack creates (ignored with `existingVpcId`). /16 to /24.",
+    ),
+    Key(
+        "natGatewayPerAz",
+        "boolean",
+        False,
+        "One NAT gateway per availability zone (resilient, dearer) instead of one for the VPC.",
+    ),
+    Key(
+        "existingVpcId",
+        "string",
+        "",
+        "Use this VPC instead of creating one; subnets then come from the two keys below.",
+    ),
+    Key(
+        "existingPublicSubnetIds",
+        "array",
+        [],
+        "Public subnets of `existingVpcId` (needed only with `dbPubliclyAccessible`).",
+    ),
+    Key(
+        "existingPrivateSubnetIds",
+        "array",
+        [],
+        "Private subnets of `existingVpcId`, in at least two availability zones.",
+    ),
+    Key(
+        "operatorCidrs",
+        "array",
+        [],
         "CIDRs allowed to reach PostgreSQL on 5432 when `dbPubliclyAccessible` is true "
-        "(operators running the data steps). Never 0.0.0.0/0."),
+        "(operators running the data steps). Never 0.0.0.0/0.",
+    ),
     # Database
-    Key("dbEngineVersion", "string", "16",
-        "RDS PostgreSQL engine version: a 16.x minor or \"16\" for the latest 16 minor."),
+    Key(
+        "dbEngineVersion",
+        "string",
+        "16",
+        'RDS PostgreSQL engine version: a 16.x minor or "16" for the latest 16 minor.',
+    ),
     Key("dbInstanceClass", "string", "db.t4g.medium", "RDS instance class."),
     Key("dbAllocatedStorageGb", "integer", 20, "Initial gp3 storage in GiB."),
-    Key("dbMaxAllocatedStorageGb", "integer", 100,
-        "Storage autoscaling ceiling in GiB (greater than `dbAllocatedStorageGb`)."),
+    Key(
+        "dbMaxAllocatedStorageGb",
+        "integer",
+        100,
+        "Storage autoscaling ceiling in GiB (greater than `dbAllocatedStorageGb`).",
+    ),
     Key("dbName", "string", "qckstrt", "Name of the application database."),
-    Key("dbMasterUsername", "string", "qckstrt_admin",
-        "Master user; its password is generated and kept by RDS in Secrets Manager."),
+    Key(
+        "dbMasterUsername",
+        "string",
+        "qckstrt_admin",
+        "Master user; its password is generated and kept by RDS in Secrets Manager.",
+    ),
     Key("dbMultiAz", "boolean", False, "Multi-AZ standby (required in production)."),
-    Key("dbDeletionProtection", "boolean", False,
-        "RDS deletion protection (required in production)."),
-    Key("dbSkipFinalSnapshot", "boolean", False,
-        "Delete the database without a final snapshot (staging only; refused in production)."),
-    Key("dbBackupRetentionDays", "integer", 7,
-        "Automated backup retention, 1 to 35 days (at least 7 in production)."),
-    Key("dbPubliclyAccessible", "boolean", False,
+    Key(
+        "dbDeletionProtection",
+        "boolean",
+        False,
+        "RDS deletion protection (required in production).",
+    ),
+    Key(
+        "dbSkipFinalSnapshot",
+        "boolean",
+        False,
+        "Delete the database without a final snapshot (staging only; refused in production).",
+    ),
+    Key(
+        "dbBackupRetentionDays",
+        "integer",
+        7,
+        "Automated backup retention, 1 to 35 days (at least 7 in production).",
+    ),
+    Key(
+        "dbPubliclyAccessible",
+        "boolean",
+        False,
         "Place the database in public subnets, reachable from `operatorCidrs` only "
-        "(staging convenience for running data steps from a laptop; refused in production)."),
-    Key("dbMaintenanceWorkMemMb", "integer", 1024,
+        "(staging convenience for running data steps from a laptop; refused in production).",
+    ),
+    Key(
+        "dbMaintenanceWorkMemMb",
+        "integer",
+        1024,
         "`maintenance_work_mem` in MiB for the parameter group: HNSW index builds are much "
-        "faster when the graph fits in it. 64 to 2047."),
-    Key("dbSlowQueryMs", "integer", 1000,
-        "`log_min_duration_statement`: statements slower than this are logged (-1 disables)."),
-    Key("dbPerformanceInsightsRetentionDays", "integer", 7,
-        "Performance Insights retention: 7 (free), 731, or a multiple of 31."),
-    Key("dbMonitoringIntervalSeconds", "integer", 60,
-        "Enhanced monitoring interval: 1, 5, 10, 15, 30 or 60 seconds."),
-    Key("kmsKeyDeletionWindowDays", "integer", 30,
-        "Waiting period before the stack's KMS key is deleted, 7 to 30 days."),
+        "faster when the graph fits in it. 64 to 2047.",
+    ),
+    Key(
+        "dbSlowQueryMs",
+        "integer",
+        1000,
+        "`log_min_duration_statement`: statements slower than this are logged (-1 disables).",
+    ),
+    Key(
+        "dbPerformanceInsightsRetentionDays",
+        "integer",
+        7,
+        "Performance Insights retention: 7 (free), 731, or a multiple of 31.",
+    ),
+    Key(
+        "dbMonitoringIntervalSeconds",
+        "integer",
+        60,
+        "Enhanced monitoring interval: 1, 5, 10, 15, 30 or 60 seconds.",
+    ),
+    Key(
+        "kmsKeyDeletionWindowDays",
+        "integer",
+        30,
+        "Waiting period before the stack's KMS key is deleted, 7 to 30 days.",
+    ),
     # Embeddings (consistency with the data steps and the app)
-    Key("embeddingModel", "string", DEFAULT_MODEL,
-        "sentence-transformers model the re-index uses (name, name@revision or local path)."),
-    Key("vectorDimensions", "integer", 384,
-        "Dimension of `vector(N)` columns; must equal the embedding model's output."),
+    Key(
+        "embeddingModel",
+        "string",
+        DEFAULT_MODEL,
+        "sentence-transformers model the re-index uses (name, name@revision or local path).",
+    ),
+    Key(
+        "vectorDimensions",
+        "integer",
+        384,
+        "Dimension of `vector(N)` columns; must equal the embedding model's output.",
+    ),
     # LLM host
     Key("llmInstanceType", "string", "g4dn.xlarge", "GPU EC2 instance type serving Ollama."),
-    Key("llmAmiId", "string", "",
+    Key(
+        "llmAmiId",
+        "string",
+        "",
         "AMI for the LLM host; empty selects the latest AWS Deep Learning Base GPU AMI "
-        "(Ubuntu 22.04)."),
-    Key("llmRootVolumeGb", "integer", 150,
-        "Encrypted gp3 root volume of the LLM host in GiB (models are large). At least 100."),
+        "(Ubuntu 22.04).",
+    ),
+    Key(
+        "llmRootVolumeGb",
+        "integer",
+        150,
+        "Encrypted gp3 root volume of the LLM host in GiB (models are large). At least 100.",
+    ),
     Key("llmModel", "string", "falcon", "Ollama model pulled at boot and named in the app config."),
-    Key("ollamaVersion", "string", "",
-        "Ollama release to install (for example 0.12.6); empty installs the latest."),
+    Key(
+        "ollamaVersion",
+        "string",
+        "",
+        "Ollama release to install (for example 0.12.6); empty installs the latest.",
+    ),
     # Secrets
-    Key("sourceDatabaseUrl", "string", "",
+    Key(
+        "sourceDatabaseUrl",
+        "string",
+        "",
         "Secret. PostgreSQL URL of the Supabase source database; stored in Secrets Manager as "
-        "`qckstrt/<stack>/source-database-url` when set.", secret=True),
-    Key("secretRecoveryWindowDays", "integer", 30,
+        "`qckstrt/<stack>/source-database-url` when set.",
+        secret=True,
+    ),
+    Key(
+        "secretRecoveryWindowDays",
+        "integer",
+        30,
         "Secrets Manager recovery window: 0 deletes at once (staging, so it can be recreated "
-        "under the same names), else 7 to 30."),
+        "under the same names), else 7 to 30.",
+    ),
     # Storage
-    Key("bucketForceDestroy", "boolean", False,
-        "Let `pulumi destroy` delete the bucket with its objects (staging only)."),
-    Key("migrationObjectExpirationDays", "integer", 90,
-        "Days after which objects under `migration/` (dumps, backups) expire."),
+    Key(
+        "bucketForceDestroy",
+        "boolean",
+        False,
+        "Let `pulumi destroy` delete the bucket with its objects (staging only).",
+    ),
+    Key(
+        "migrationObjectExpirationDays",
+        "integer",
+        90,
+        "Days after which objects under `migration/` (dumps, backups) expire.",
+    ),
     # Monitoring
-    Key("alertEmail", "string", "",
-        "Email subscribed to the alarm topic (confirm the subscription mail); empty for none."),
+    Key(
+        "alertEmail",
+        "string",
+        "",
+        "Email subscribed to the alarm topic (confirm the subscription mail); empty for none.",
+    ),
     Key("alarmDbCpuPercent", "integer", 80, "RDS CPU alarm threshold, percent."),
     Key("alarmDbFreeStorageGb", "integer", 5, "RDS free storage alarm threshold, GiB."),
     Key("alarmDbConnections", "integer", 100, "RDS connections alarm threshold."),
@@ -127,7 +248,7 @@ KEYS_BY_NAME = {key.name: key for key in KEYS}
 
 GPU_FAMILIES = ("g4dn", "g5", "g6", "g6e", "gr6", "p3", "p4d", "p4de", "p5", "p5e")
 DOCUMENTATION_NETS = tuple(
-    ipaddress.ip_network(net) for net in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+    ipaddress.IPv4Network(net) for net in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
 )
 PG_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RESERVED_USERNAMES = {"rdsadmin", "rdsrepladmin", "rds_superuser", "postgres", "public"}
@@ -405,9 +526,13 @@ def _parse_cidr(key: str, value: str) -> ipaddress.IPv4Network:
         net = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
         raise SettingsError(
-            key, f"{value!r} is not a valid CIDR ({exc})", "write it as a.b.c.d/n, e.g. 198.51.100.7/32"
+            key,
+            f"{value!r} is not a valid CIDR ({exc})",
+            "write it as a.b.c.d/n, e.g. 198.51.100.7/32",
         ) from None
-    _require(isinstance(net, ipaddress.IPv4Network), key, f"{value!r} is not IPv4", "use an IPv4 CIDR")
+    _require(
+        isinstance(net, ipaddress.IPv4Network), key, f"{value!r} is not IPv4", "use an IPv4 CIDR"
+    )
     assert isinstance(net, ipaddress.IPv4Network)
     return net
 
@@ -426,160 +551,321 @@ def validate(s: Settings) -> None:
 def _validate_network(s: Settings) -> None:
     n = s.network
     vpc = _parse_cidr("vpcCidr", n.vpc_cidr)
-    _require(16 <= vpc.prefixlen <= 24, "vpcCidr", f"/{vpc.prefixlen} is outside /16../24",
-             "pick a /16 to /24 private range such as 10.20.0.0/16")
-    _require(vpc.is_private, "vpcCidr", f"{n.vpc_cidr} is not a private range",
-             "use a range inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16")
+    _require(
+        16 <= vpc.prefixlen <= 24,
+        "vpcCidr",
+        f"/{vpc.prefixlen} is outside /16../24",
+        "pick a /16 to /24 private range such as 10.20.0.0/16",
+    )
+    _require(
+        vpc.is_private,
+        "vpcCidr",
+        f"{n.vpc_cidr} is not a private range",
+        "use a range inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16",
+    )
     for cidr in n.operator_cidrs:
         net = _parse_cidr("operatorCidrs", cidr)
-        _require(net.prefixlen > 0, "operatorCidrs", f"{cidr} opens the database to the whole internet",
-                 "list only your operators' egress addresses, e.g. 198.51.100.7/32")
-        _require(net.prefixlen >= 16, "operatorCidrs", f"{cidr} is wider than /16",
-                 "list narrower ranges (your VPN or office egress)")
+        _require(
+            net.prefixlen > 0,
+            "operatorCidrs",
+            f"{cidr} opens the database to the whole internet",
+            "list only your operators' egress addresses, e.g. 198.51.100.7/32",
+        )
+        _require(
+            net.prefixlen >= 16,
+            "operatorCidrs",
+            f"{cidr} is wider than /16",
+            "list narrower ranges (your VPN or office egress)",
+        )
         if any(net.subnet_of(doc) for doc in DOCUMENTATION_NETS):
             pulumi.log.warn(
                 f"config {PROJECT}:operatorCidrs: {cidr} is a documentation placeholder; "
                 "replace it with your operators' egress address or nobody can reach the database"
             )
     if n.db_publicly_accessible:
-        _require(bool(n.operator_cidrs), "operatorCidrs",
-                 "dbPubliclyAccessible is true but no operator CIDR is listed",
-                 "add your egress CIDR to operatorCidrs, or set dbPubliclyAccessible to false")
+        _require(
+            bool(n.operator_cidrs),
+            "operatorCidrs",
+            "dbPubliclyAccessible is true but no operator CIDR is listed",
+            "add your egress CIDR to operatorCidrs, or set dbPubliclyAccessible to false",
+        )
     elif n.operator_cidrs:
         pulumi.log.warn(
             f"config {PROJECT}:operatorCidrs is set but dbPubliclyAccessible is false: "
             "the database stays private and the CIDRs are not used"
         )
     if n.existing_vpc_id:
-        _require(n.existing_vpc_id.startswith("vpc-"), "existingVpcId",
-                 f"{n.existing_vpc_id!r} is not a VPC id", "use an id like vpc-0abc1234")
-        _require(len(n.existing_private_subnet_ids) >= 2, "existingPrivateSubnetIds",
-                 "an existing VPC needs at least two private subnets (RDS subnet groups span two AZs)",
-                 "list two or more private subnet ids in different availability zones")
+        _require(
+            n.existing_vpc_id.startswith("vpc-"),
+            "existingVpcId",
+            f"{n.existing_vpc_id!r} is not a VPC id",
+            "use an id like vpc-0abc1234",
+        )
+        _require(
+            len(n.existing_private_subnet_ids) >= 2,
+            "existingPrivateSubnetIds",
+            "an existing VPC needs at least two private subnets (RDS subnet groups span two AZs)",
+            "list two or more private subnet ids in different availability zones",
+        )
         if n.db_publicly_accessible:
-            _require(len(n.existing_public_subnet_ids) >= 2, "existingPublicSubnetIds",
-                     "a publicly accessible database needs two public subnets",
-                     "list two public subnet ids, or set dbPubliclyAccessible to false")
-        for key, ids in (("existingPrivateSubnetIds", n.existing_private_subnet_ids),
-                         ("existingPublicSubnetIds", n.existing_public_subnet_ids)):
+            _require(
+                len(n.existing_public_subnet_ids) >= 2,
+                "existingPublicSubnetIds",
+                "a publicly accessible database needs two public subnets",
+                "list two public subnet ids, or set dbPubliclyAccessible to false",
+            )
+        for key, ids in (
+            ("existingPrivateSubnetIds", n.existing_private_subnet_ids),
+            ("existingPublicSubnetIds", n.existing_public_subnet_ids),
+        ):
             for sid in ids:
-                _require(sid.startswith("subnet-"), key, f"{sid!r} is not a subnet id",
-                         "use ids like subnet-0abc1234")
+                _require(
+                    sid.startswith("subnet-"),
+                    key,
+                    f"{sid!r} is not a subnet id",
+                    "use ids like subnet-0abc1234",
+                )
     else:
-        _require(not n.existing_private_subnet_ids and not n.existing_public_subnet_ids,
-                 "existingVpcId", "subnet ids are given without existingVpcId",
-                 "set existingVpcId to their VPC, or remove the subnet ids")
+        _require(
+            not n.existing_private_subnet_ids and not n.existing_public_subnet_ids,
+            "existingVpcId",
+            "subnet ids are given without existingVpcId",
+            "set existingVpcId to their VPC, or remove the subnet ids",
+        )
 
 
 def _validate_database(s: Settings) -> None:
     d = s.database
-    _require(d.engine_major == "16" and re.fullmatch(r"16(\.\d+)?", d.engine_version) is not None,
-             "dbEngineVersion", f"{d.engine_version!r} is not a PostgreSQL 16 version",
-             "use \"16\" or a 16.x minor such as 16.6 (the parameter group family is postgres16)")
-    _require(d.instance_class.startswith("db."), "dbInstanceClass",
-             f"{d.instance_class!r} is not an RDS instance class", "use a class like db.t4g.medium")
-    _require(20 <= d.allocated_storage_gb <= 65536, "dbAllocatedStorageGb",
-             f"{d.allocated_storage_gb} is outside 20..65536", "gp3 needs at least 20 GiB")
-    _require(d.max_allocated_storage_gb > d.allocated_storage_gb, "dbMaxAllocatedStorageGb",
-             f"{d.max_allocated_storage_gb} is not above dbAllocatedStorageGb "
-             f"({d.allocated_storage_gb})", "raise it to allow storage autoscaling")
-    _require(PG_IDENTIFIER.match(d.name) is not None, "dbName", f"{d.name!r} is not a plain "
-             "lowercase PostgreSQL identifier", "use letters, digits and _ , starting with a letter")
-    _require(PG_IDENTIFIER.match(d.master_username) is not None
-             and d.master_username not in RESERVED_USERNAMES, "dbMasterUsername",
-             f"{d.master_username!r} is reserved or not a plain identifier",
-             "use a lowercase name such as qckstrt_admin")
-    _require(1 <= d.backup_retention_days <= 35, "dbBackupRetentionDays",
-             f"{d.backup_retention_days} is outside 1..35", "keep automated backups for 1 to 35 days")
-    _require(64 <= d.maintenance_work_mem_mb <= 2047, "dbMaintenanceWorkMemMb",
-             f"{d.maintenance_work_mem_mb} is outside 64..2047", "pick e.g. 1024")
-    _require(d.slow_query_ms >= -1, "dbSlowQueryMs", f"{d.slow_query_ms} is invalid",
-             "use -1 (off) or a number of milliseconds")
+    _require(
+        d.engine_major == "16" and re.fullmatch(r"16(\.\d+)?", d.engine_version) is not None,
+        "dbEngineVersion",
+        f"{d.engine_version!r} is not a PostgreSQL 16 version",
+        'use "16" or a 16.x minor such as 16.6 (the parameter group family is postgres16)',
+    )
+    _require(
+        d.instance_class.startswith("db."),
+        "dbInstanceClass",
+        f"{d.instance_class!r} is not an RDS instance class",
+        "use a class like db.t4g.medium",
+    )
+    _require(
+        20 <= d.allocated_storage_gb <= 65536,
+        "dbAllocatedStorageGb",
+        f"{d.allocated_storage_gb} is outside 20..65536",
+        "gp3 needs at least 20 GiB",
+    )
+    _require(
+        d.max_allocated_storage_gb > d.allocated_storage_gb,
+        "dbMaxAllocatedStorageGb",
+        f"{d.max_allocated_storage_gb} is not above dbAllocatedStorageGb "
+        f"({d.allocated_storage_gb})",
+        "raise it to allow storage autoscaling",
+    )
+    _require(
+        PG_IDENTIFIER.match(d.name) is not None,
+        "dbName",
+        f"{d.name!r} is not a plain lowercase PostgreSQL identifier",
+        "use letters, digits and _ , starting with a letter",
+    )
+    _require(
+        PG_IDENTIFIER.match(d.master_username) is not None
+        and d.master_username not in RESERVED_USERNAMES,
+        "dbMasterUsername",
+        f"{d.master_username!r} is reserved or not a plain identifier",
+        "use a lowercase name such as qckstrt_admin",
+    )
+    _require(
+        1 <= d.backup_retention_days <= 35,
+        "dbBackupRetentionDays",
+        f"{d.backup_retention_days} is outside 1..35",
+        "keep automated backups for 1 to 35 days",
+    )
+    _require(
+        64 <= d.maintenance_work_mem_mb <= 2047,
+        "dbMaintenanceWorkMemMb",
+        f"{d.maintenance_work_mem_mb} is outside 64..2047",
+        "pick e.g. 1024",
+    )
+    _require(
+        d.slow_query_ms >= -1,
+        "dbSlowQueryMs",
+        f"{d.slow_query_ms} is invalid",
+        "use -1 (off) or a number of milliseconds",
+    )
     pi = d.performance_insights_retention_days
-    _require(pi in (7, 731) or (pi > 0 and pi % 31 == 0 and pi <= 731),
-             "dbPerformanceInsightsRetentionDays", f"{pi} is not a retention RDS accepts",
-             "use 7, 731, or a multiple of 31")
-    _require(d.monitoring_interval_seconds in (1, 5, 10, 15, 30, 60), "dbMonitoringIntervalSeconds",
-             f"{d.monitoring_interval_seconds} is not an enhanced monitoring interval",
-             "use 1, 5, 10, 15, 30 or 60")
-    _require(7 <= d.kms_key_deletion_window_days <= 30, "kmsKeyDeletionWindowDays",
-             f"{d.kms_key_deletion_window_days} is outside 7..30", "AWS accepts 7 to 30 days")
+    _require(
+        pi in (7, 731) or (pi > 0 and pi % 31 == 0 and pi <= 731),
+        "dbPerformanceInsightsRetentionDays",
+        f"{pi} is not a retention RDS accepts",
+        "use 7, 731, or a multiple of 31",
+    )
+    _require(
+        d.monitoring_interval_seconds in (1, 5, 10, 15, 30, 60),
+        "dbMonitoringIntervalSeconds",
+        f"{d.monitoring_interval_seconds} is not an enhanced monitoring interval",
+        "use 1, 5, 10, 15, 30 or 60",
+    )
+    _require(
+        7 <= d.kms_key_deletion_window_days <= 30,
+        "kmsKeyDeletionWindowDays",
+        f"{d.kms_key_deletion_window_days} is outside 7..30",
+        "AWS accepts 7 to 30 days",
+    )
 
 
 def _validate_production(s: Settings) -> None:
     if not s.production:
         return
-    _require(s.database.deletion_protection, "dbDeletionProtection",
-             "a production stack without deletion protection", "set it to true")
-    _require(s.database.multi_az, "dbMultiAz", "a production database without Multi-AZ",
-             "set it to true")
-    _require(not s.database.skip_final_snapshot, "dbSkipFinalSnapshot",
-             "a production database would be deleted without a final snapshot", "set it to false")
-    _require(not s.network.db_publicly_accessible, "dbPubliclyAccessible",
-             "a production database must not be publicly accessible",
-             "set it to false and reach the database through an SSM port-forward or a runner "
-             "in the VPC (migrationConnectHost)")
-    _require(s.protect, "protectStatefulResources",
-             "production stateful resources must be protected from `pulumi destroy`", "set it to true")
-    _require(s.database.backup_retention_days >= 7, "dbBackupRetentionDays",
-             f"{s.database.backup_retention_days} days is too short for production", "use 7 or more")
-    _require(not s.storage.force_destroy, "bucketForceDestroy",
-             "production bucket would be deleted with its objects", "set it to false")
-    _require(s.secrets.recovery_window_days >= 7, "secretRecoveryWindowDays",
-             "production secrets would be deleted without a recovery window", "use 7 to 30")
+    _require(
+        s.database.deletion_protection,
+        "dbDeletionProtection",
+        "a production stack without deletion protection",
+        "set it to true",
+    )
+    _require(
+        s.database.multi_az, "dbMultiAz", "a production database without Multi-AZ", "set it to true"
+    )
+    _require(
+        not s.database.skip_final_snapshot,
+        "dbSkipFinalSnapshot",
+        "a production database would be deleted without a final snapshot",
+        "set it to false",
+    )
+    _require(
+        not s.network.db_publicly_accessible,
+        "dbPubliclyAccessible",
+        "a production database must not be publicly accessible",
+        "set it to false and reach the database through an SSM port-forward or a runner "
+        "in the VPC (migrationConnectHost)",
+    )
+    _require(
+        s.protect,
+        "protectStatefulResources",
+        "production stateful resources must be protected from `pulumi destroy`",
+        "set it to true",
+    )
+    _require(
+        s.database.backup_retention_days >= 7,
+        "dbBackupRetentionDays",
+        f"{s.database.backup_retention_days} days is too short for production",
+        "use 7 or more",
+    )
+    _require(
+        not s.storage.force_destroy,
+        "bucketForceDestroy",
+        "production bucket would be deleted with its objects",
+        "set it to false",
+    )
+    _require(
+        s.secrets.recovery_window_days >= 7,
+        "secretRecoveryWindowDays",
+        "production secrets would be deleted without a recovery window",
+        "use 7 to 30",
+    )
 
 
 def _validate_embeddings(s: Settings) -> None:
     e = s.embeddings
-    _require(0 < e.dimensions <= 16000, "vectorDimensions", f"{e.dimensions} is outside 1..16000",
-             "pgvector's vector type holds up to 16000 dimensions")
+    _require(
+        0 < e.dimensions <= 16000,
+        "vectorDimensions",
+        f"{e.dimensions} is outside 1..16000",
+        "pgvector's vector type holds up to 16000 dimensions",
+    )
     expected = known_dimensions(e.model)
     if expected is not None:
-        _require(expected == e.dimensions, "vectorDimensions",
-                 f"dimensions {e.dimensions} does not match model {e.model} ({expected})",
-                 f"set vectorDimensions to {expected}, or choose a model that outputs {e.dimensions}")
-    _require(bool(e.model.strip()), "embeddingModel", "the model is empty",
-             "name a sentence-transformers model")
+        _require(
+            expected == e.dimensions,
+            "vectorDimensions",
+            f"dimensions {e.dimensions} does not match model {e.model} ({expected})",
+            f"set vectorDimensions to {expected}, or choose a model that outputs {e.dimensions}",
+        )
+    _require(
+        bool(e.model.strip()),
+        "embeddingModel",
+        "the model is empty",
+        "name a sentence-transformers model",
+    )
 
 
 def _validate_llm(s: Settings) -> None:
     llm = s.llm
     family = llm.instance_type.split(".", 1)[0]
-    _require(family in GPU_FAMILIES and "." in llm.instance_type, "llmInstanceType",
-             f"{llm.instance_type!r} is not an NVIDIA GPU instance type",
-             f"use one of the families {', '.join(GPU_FAMILIES)} (e.g. g5.xlarge)")
+    _require(
+        family in GPU_FAMILIES and "." in llm.instance_type,
+        "llmInstanceType",
+        f"{llm.instance_type!r} is not an NVIDIA GPU instance type",
+        f"use one of the families {', '.join(GPU_FAMILIES)} (e.g. g5.xlarge)",
+    )
     if llm.ami_id:
-        _require(re.fullmatch(r"ami-[0-9a-f]{8,17}", llm.ami_id) is not None, "llmAmiId",
-                 f"{llm.ami_id!r} is not an AMI id", "use an id like ami-0abc12345def67890, or empty")
-    _require(100 <= llm.root_volume_gb <= 16384, "llmRootVolumeGb",
-             f"{llm.root_volume_gb} GiB is too small for the GPU AMI and models",
-             "use at least 100")
-    _require(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", llm.model) is not None,
-             "llmModel", f"{llm.model!r} is not an Ollama model name", "use a name like falcon or llama3:8b")
+        _require(
+            re.fullmatch(r"ami-[0-9a-f]{8,17}", llm.ami_id) is not None,
+            "llmAmiId",
+            f"{llm.ami_id!r} is not an AMI id",
+            "use an id like ami-0abc12345def67890, or empty",
+        )
+    _require(
+        100 <= llm.root_volume_gb <= 16384,
+        "llmRootVolumeGb",
+        f"{llm.root_volume_gb} GiB is too small for the GPU AMI and models",
+        "use at least 100",
+    )
+    _require(
+        re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", llm.model) is not None,
+        "llmModel",
+        f"{llm.model!r} is not an Ollama model name",
+        "use a name like falcon or llama3:8b",
+    )
     if llm.ollama_version:
-        _require(re.fullmatch(r"\d+\.\d+\.\d+(-rc\d+)?", llm.ollama_version) is not None,
-                 "ollamaVersion", f"{llm.ollama_version!r} is not a release number",
-                 "use a version like 0.12.6, or empty for the latest")
+        _require(
+            re.fullmatch(r"\d+\.\d+\.\d+(-rc\d+)?", llm.ollama_version) is not None,
+            "ollamaVersion",
+            f"{llm.ollama_version!r} is not a release number",
+            "use a version like 0.12.6, or empty for the latest",
+        )
 
 
 def _validate_storage_and_secrets(s: Settings) -> None:
     days = s.storage.migration_object_expiration_days
-    _require(days >= 1, "migrationObjectExpirationDays", f"{days} is not a number of days",
-             "use 1 or more")
+    _require(
+        days >= 1,
+        "migrationObjectExpirationDays",
+        f"{days} is not a number of days",
+        "use 1 or more",
+    )
     w = s.secrets.recovery_window_days
-    _require(w == 0 or 7 <= w <= 30, "secretRecoveryWindowDays", f"{w} is not 0 or 7..30",
-             "AWS accepts 0 (delete at once) or 7 to 30 days")
+    _require(
+        w == 0 or 7 <= w <= 30,
+        "secretRecoveryWindowDays",
+        f"{w} is not 0 or 7..30",
+        "AWS accepts 0 (delete at once) or 7 to 30 days",
+    )
 
 
 def _validate_monitoring(s: Settings) -> None:
     m = s.monitoring
     if m.alert_email:
-        _require(re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", m.alert_email) is not None,
-                 "alertEmail", f"{m.alert_email!r} is not an email address",
-                 "use an address like ops@example.com, or empty")
-    _require(1 <= m.db_cpu_percent <= 100, "alarmDbCpuPercent", f"{m.db_cpu_percent} is not a "
-             "percentage", "use 1 to 100")
-    _require(m.db_free_storage_gb >= 1, "alarmDbFreeStorageGb", f"{m.db_free_storage_gb} is "
-             "too small", "use 1 or more")
-    _require(m.db_connections >= 1, "alarmDbConnections", f"{m.db_connections} is too small",
-             "use 1 or more")
+        _require(
+            re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", m.alert_email) is not None,
+            "alertEmail",
+            f"{m.alert_email!r} is not an email address",
+            "use an address like ops@example.com, or empty",
+        )
+    _require(
+        1 <= m.db_cpu_percent <= 100,
+        "alarmDbCpuPercent",
+        f"{m.db_cpu_percent} is not a percentage",
+        "use 1 to 100",
+    )
+    _require(
+        m.db_free_storage_gb >= 1,
+        "alarmDbFreeStorageGb",
+        f"{m.db_free_storage_gb} is too small",
+        "use 1 or more",
+    )
+    _require(
+        m.db_connections >= 1,
+        "alarmDbConnections",
+        f"{m.db_connections} is too small",
+        "use 1 or more",
+    )

@@ -97,7 +97,9 @@ class AwsMocks(pulumi_mocks.Mocks):
         self.invokes: list[tuple[str, dict[str, Any]]] = []
         self.extra_state: dict[str, Callable[[pulumi_mocks.MockResourceArgs], dict[str, Any]]] = {}
 
-    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+    def new_resource(
+        self, args: pulumi_mocks.MockResourceArgs
+    ) -> tuple[str | None, dict[str, Any]]:
         name = args.name
         state = dict(args.inputs)
         arn_base = f"arn:aws:{{svc}}:us-east-1:{ACCOUNT_ID}"
@@ -109,9 +111,9 @@ class AwsMocks(pulumi_mocks.Mocks):
         elif t == "aws:ec2/vpc:Vpc":
             resource_id = "vpc-0123456789abcdef0"
         elif t == "aws:ec2/subnet:Subnet":
-            resource_id = f"subnet-{abs(hash(name)) % 10**8:08d}"
+            resource_id = f"subnet-{name}"
         elif t == "aws:ec2/securityGroup:SecurityGroup":
-            resource_id = f"sg-{abs(hash(name)) % 10**8:08d}"
+            resource_id = f"sg-{name}"
         elif t == "aws:rds/instance:Instance":
             resource_id = "qckstrt-db-0a1b2c3"
             state.update(
@@ -142,8 +144,10 @@ class AwsMocks(pulumi_mocks.Mocks):
             resource_id = f"{name}-a1b2c3d"
             state.update(bucket=resource_id, arn=f"arn:aws:s3:::{resource_id}")
         elif t == "aws:secretsmanager/secret:Secret":
-            state.update(arn=f"{arn_base.format(svc='secretsmanager')}:secret:"
-                         f"{args.inputs.get('name', name)}-XyZ123")
+            state.update(
+                arn=f"{arn_base.format(svc='secretsmanager')}:secret:"
+                f"{args.inputs.get('name', name)}-XyZ123"
+            )
         elif t == "aws:sns/topic:Topic":
             state.update(arn=f"{arn_base.format(svc='sns')}:{name}")
         extra = self.extra_state.get(t)
@@ -152,20 +156,31 @@ class AwsMocks(pulumi_mocks.Mocks):
         state.setdefault("arn", f"{arn_base.format(svc=t.split(':')[1].split('/')[0])}:{name}")
         return resource_id, state
 
-    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+    def call(
+        self, args: pulumi_mocks.MockCallArgs
+    ) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         self.invokes.append((args.token, dict(args.args)))
         token = args.token
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            return {"names": ["us-east-1a", "us-east-1b", "us-east-1c"],
-                    "zoneIds": ["use1-az1", "use1-az2", "use1-az4"]}, []
+            return {
+                "names": ["us-east-1a", "us-east-1b", "us-east-1c"],
+                "zoneIds": ["use1-az1", "use1-az2", "use1-az4"],
+            }, []
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci",
-                    "userId": "AIDAEXAMPLE", "id": ACCOUNT_ID}, []
+            return {
+                "accountId": ACCOUNT_ID,
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci",
+                "userId": "AIDAEXAMPLE",
+                "id": ACCOUNT_ID,
+            }, []
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, []
         if token == "aws:ec2/getAmi:getAmi":
-            return {"id": "ami-0dlami0123456789a", "imageId": "ami-0dlami0123456789a",
-                    "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20261101"}, []
+            return {
+                "id": "ami-0dlami0123456789a",
+                "imageId": "ami-0dlami0123456789a",
+                "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20261101",
+            }, []
         if token == "aws:ec2/getVpc:getVpc":
             return {"id": args.args.get("id"), "cidrBlock": "172.31.0.0/16"}, []
         raise AssertionError(f"unexpected invoke {token}")
@@ -178,8 +193,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.registered: list[Registered] = []
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
-        response = super().RegisterResource(request)
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
             urn = self.make_urn(request.parent, request.type, request.name)
             self.registered.append(
@@ -206,12 +221,12 @@ class _WarningCollector(pulumi_mocks.MockEngine):
         super().__init__(None)
         self._sink = sink
 
-    def Log(self, request: Any) -> None:  # noqa: N802
+    def Log(self, request: Any) -> None:
         from pulumi.runtime.proto import engine_pb2
 
         if request.severity == engine_pb2.WARNING:
             self._sink.append(request.message)
-        super().Log(request)
+        super().Log(request)  # type: ignore[no-untyped-call]
 
 
 def run_program(
@@ -237,9 +252,7 @@ def run_program(
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     pulumi_settings.ROOT.set(None)
-    pulumi_mocks.set_mocks(
-        mocks, project="qckstrt", stack=stack, preview=preview, monitor=monitor
-    )
+    pulumi_mocks.set_mocks(mocks, project="qckstrt", stack=stack, preview=preview, monitor=monitor)
     pulumi_settings.SETTINGS.engine = _WarningCollector(warnings)
     set_all_config({k: config_string(v) for k, v in config.items()}, secret_keys)
     # set_mocks registered a root stack; the program gets a fresh one as under `pulumi up`.
