@@ -118,3 +118,10 @@ def test_stack_outputs_name_the_database(each_stack: ProgramRun) -> None:
     assert out["dbName"] == "qckstrt"
     assert out["dbEndpoint"].endswith(".rds.amazonaws.com")
     assert len(out["privateSubnetIds"]) == 2
+
+
+def test_key_deletion_window_follows_config(staging: ProgramRun, prod: ProgramRun) -> None:
+    assert staging.one(KEY).inputs["deletionWindowInDays"] == 7
+    assert prod.one(KEY).inputs["deletionWindowInDays"] == 30
+    run = run_program("staging", overrides={"kmsKeyDeletionWindowDays": 14})
+    assert run.one(KEY).inputs["deletionWindowInDays"] == 14
