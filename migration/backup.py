@@ -1,0 +1,181 @@
+"""Backups: a stream of bytes to a directory or to S3 (multipart), never fully held locally.
+
+Locations are ``s3://bucket/prefix`` or a directory path; each backup goes under
+``<location>/<UTC timestamp>/`` so runs never overwrite each other (the stack's bucket is
+versioned and encrypted as well).
+"""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from migration.errors import BackupFailed, ConfigError
+
+PART_SIZE = 8 * 1024 * 1024  # S3 minimum part is 5 MiB
+CHUNK = 1024 * 1024
+
+
+def timestamp() -> str:
+    """A UTC timestamp usable as a path component (sortable)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+class Sink(Protocol):
+    """Where one backup object goes."""
+
+    uri: str
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class FileSink:
+    """A file under a backup directory."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.uri = str(path)
+        self._file: IO[bytes] = path.open("wb")
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def abort(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class S3Sink:
+    """An S3 object written by multipart upload, part by part, as the data arrives."""
+
+    def __init__(self, bucket: str, key: str, client: Any | None = None) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3")
+        self._s3 = client
+        self.bucket, self.key = bucket, key
+        self.uri = f"s3://{bucket}/{key}"
+        self._buffer = bytearray()
+        self._parts: list[dict[str, Any]] = []
+        self._upload_id: str = client.create_multipart_upload(
+            Bucket=bucket, Key=key, ServerSideEncryption="AES256"
+        )["UploadId"]
+
+    def _flush(self) -> None:
+        number = len(self._parts) + 1
+        response = self._s3.upload_part(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=bytes(self._buffer),
+        )
+        self._parts.append({"ETag": response["ETag"], "PartNumber": number})
+        self._buffer.clear()
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= PART_SIZE:
+            self._flush()
+
+    def close(self) -> None:
+        if self._buffer or not self._parts:
+            self._flush()
+        self._s3.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": self._parts},
+        )
+
+    def abort(self) -> None:
+        self._s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
+
+
+class BackupLocation:
+    """A parsed ``--backup`` value with this run's timestamped folder.
+
+    :param location: ``s3://bucket/prefix`` or a directory.
+    :param stamp: the run's timestamp folder (default: now).
+    """
+
+    def __init__(self, location: str, stamp: str | None = None, s3_client: Any | None = None):
+        self.location = location
+        self.stamp = stamp or timestamp()
+        self._client = s3_client
+        if location.startswith("s3://"):
+            bucket, _, prefix = location[5:].partition("/")
+            if not bucket:
+                raise ConfigError(f"backup location {location!r} names no bucket")
+            self.bucket: str | None = bucket
+            self.prefix = "/".join(p for p in (prefix.strip("/"), self.stamp) if p)
+        elif "://" in location:
+            raise ConfigError(f"backup location {location!r}: use s3://bucket/prefix or a path")
+        else:
+            self.bucket = None
+            self.prefix = str(Path(location) / self.stamp)
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.bucket else self.prefix
+
+    def sink(self, name: str) -> Sink:
+        """Open a sink for object `name` inside this run's folder."""
+        if self.bucket is not None:
+            return S3Sink(self.bucket, f"{self.prefix}/{name}", self._client)
+        return FileSink(Path(self.prefix) / name)
+
+
+def stream_to(sink: Sink, chunks: Iterable[bytes], progress: Callable[[int], None]) -> int:
+    """Copy `chunks` into `sink`; abort the sink on any error. Returns the byte count."""
+    total = 0
+    try:
+        for chunk in chunks:
+            sink.write(chunk)
+            total += len(chunk)
+            progress(len(chunk))
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    return total
+
+
+def run_pg_dump(
+    args: list[str], env: dict[str, str], sink: Sink, progress: Callable[[int], None]
+) -> int:
+    """Run pg_dump with its output streamed into `sink` (no full local copy).
+
+    :raises BackupFailed: pg_dump exits non-zero (its last stderr line is in the message).
+    """
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, env=env)
+        assert proc.stdout is not None
+
+        def chunks() -> Iterable[bytes]:
+            while chunk := proc.stdout.read(CHUNK):  # type: ignore[union-attr]
+                yield chunk
+            if proc.wait() != 0:
+                err.seek(0)
+                lines = err.read().decode(errors="replace").strip().splitlines()
+                raise BackupFailed(f"pg_dump failed: {lines[-1] if lines else proc.returncode}")
+
+        try:
+            return stream_to(sink, chunks(), progress)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

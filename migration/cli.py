@@ -1,0 +1,248 @@
+"""`qckstrt-migrate`: a thin skin over the library.
+
+It parses arguments, calls one library function per subcommand, prints the report (a table on
+stderr, or JSON on stdout with ``--json``) and turns `MigrationError`s into a one-line cause and
+a non-zero exit. Settings resolve flag, then environment variable, then default. URLs are better
+given by environment (``SOURCE_DATABASE_URL``/``TARGET_DATABASE_URL``): flags show in process
+lists. Passwords are never printed.
+
+Adding a subcommand: write ``_cmd_<name>(args, reporter) -> dict`` and register it in
+`SUBCOMMANDS` with a function adding its arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from migration.connection import DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, Endpoint
+from migration.errors import ConfigError, MigrationError, VerificationFailed
+from migration.progress import RichReporter
+
+Handler = Callable[[argparse.Namespace, RichReporter], dict[str, Any]]
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value else default
+
+
+def _endpoint(args: argparse.Namespace, which: str) -> Endpoint:
+    url = getattr(args, which) or _env(f"{which.upper()}_DATABASE_URL")
+    if not url:
+        raise ConfigError(
+            f"no {which} database: set {which.upper()}_DATABASE_URL (preferred) or --{which}"
+        )
+    return Endpoint(url, which, connect_timeout=args.connect_timeout, attempts=args.attempts)
+
+
+def _optional_source(args: argparse.Namespace) -> Endpoint | None:
+    if args.source or _env("SOURCE_DATABASE_URL"):
+        return _endpoint(args, "source")
+    return None
+
+
+def _schemas(args: argparse.Namespace) -> list[str]:
+    raw = args.schemas or _env("QCKSTRT_SCHEMAS", "public") or "public"
+    return [s.strip() for s in raw.split(",") if s.strip()]
+
+
+def _common(p: argparse.ArgumentParser, source: bool = True) -> None:
+    if source:
+        p.add_argument("--source", help="source URL (prefer SOURCE_DATABASE_URL)")
+    p.add_argument("--target", help="target URL (prefer TARGET_DATABASE_URL)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument(
+        "--connect-timeout",
+        type=int,
+        default=int(_env("QCKSTRT_CONNECT_TIMEOUT", str(DEFAULT_CONNECT_TIMEOUT)) or 10),
+        help="seconds per connection attempt (QCKSTRT_CONNECT_TIMEOUT, default 10)",
+    )
+    p.add_argument(
+        "--attempts",
+        type=int,
+        default=int(_env("QCKSTRT_CONNECT_ATTEMPTS", str(DEFAULT_ATTEMPTS)) or 3),
+        help="connection attempts on transient errors (QCKSTRT_CONNECT_ATTEMPTS, default 3)",
+    )
+
+
+def _add_extension(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument(
+        "--vector-schema",
+        default=_env("QCKSTRT_VECTOR_SCHEMA"),
+        help="schema for `vector` (QCKSTRT_VECTOR_SCHEMA; default: the source's, else public)",
+    )
+
+
+def _cmd_extension(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+    from migration.extension import setup_extension
+
+    report = setup_extension(
+        _endpoint(args, "target"),
+        _optional_source(args),
+        vector_schema=args.vector_schema,
+        reporter=rep,
+    )
+    return report.as_dict()
+
+
+def _add_import(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument(
+        "--schemas", help="application schemas, comma-separated (QCKSTRT_SCHEMAS; public)"
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=int(_env("QCKSTRT_JOBS", "2") or 2),
+        help="tables copied at once (QCKSTRT_JOBS; 2)",
+    )
+    p.add_argument(
+        "--backup",
+        default=_env("QCKSTRT_BACKUP"),
+        help="s3://bucket/prefix or a directory for pg_dump -Fc of the source (QCKSTRT_BACKUP)",
+    )
+    p.add_argument(
+        "--on-existing",
+        choices=["fail", "replace"],
+        default=_env("QCKSTRT_ON_EXISTING", "fail"),
+        help="a target that holds the tables: fail (default) or replace after a backup",
+    )
+    p.add_argument(
+        "--restart", action="store_true", help="discard an interrupted import's progress"
+    )
+    p.add_argument("--dry-run", action="store_true", help="read and report; write nothing")
+    p.add_argument(
+        "--pg-dump", default=_env("QCKSTRT_PG_DUMP"), help="pg_dump to use (QCKSTRT_PG_DUMP)"
+    )
+
+
+def _cmd_import(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+    from migration.transfer import ImportOptions, import_database
+
+    options = ImportOptions(
+        schemas=_schemas(args),
+        jobs=args.jobs,
+        backup=args.backup,
+        on_existing=args.on_existing,
+        restart=args.restart,
+        dry_run=args.dry_run,
+        pg_dump=args.pg_dump,
+    )
+    report = import_database(_endpoint(args, "source"), _endpoint(args, "target"), options, rep)
+    return report.as_dict()
+
+
+def _add_verify(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument(
+        "--schemas", help="application schemas, comma-separated (QCKSTRT_SCHEMAS; public)"
+    )
+
+
+def _cmd_verify(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+    from migration.verify import verify
+
+    report = verify(
+        _endpoint(args, "source"), _endpoint(args, "target"), _schemas(args), reporter=rep
+    )
+    return report.as_dict()
+
+
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {
+    "extension": ("1. create/update pgvector on the target", _add_extension, _cmd_extension),
+    "import": ("2. back up, then import schema and data", _add_import, _cmd_import),
+    "verify": ("3. compare row counts and checksums", _add_verify, _cmd_verify),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qckstrt-migrate",
+        description="Move QCKSTRT's data from Supabase to RDS PostgreSQL + pgvector.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add, _) in SUBCOMMANDS.items():
+        add(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def _render(command: str, report: dict[str, Any], rep: RichReporter) -> None:
+    """Show a report as a table on stderr (stdout stays free for --json)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stderr)
+    if command == "verify":
+        table = Table("table", "source rows", "target rows", "checksum", title="verification")
+        for t in report["tables"]:
+            table.add_row(
+                t["table"],
+                f"{t['source_rows']:,}",
+                "missing" if t["target_rows"] is None else f"{t['target_rows']:,}",
+                "ok" if t["ok"] else "DIFFERS",
+            )
+        console.print(table)
+    elif command == "import":
+        table = Table("table", "rows", "MB", "seconds", "status", title="import")
+        for t in report["tables"]:
+            table.add_row(
+                f"{t['schema']}.{t['table']}",
+                f"{t['rows']:,}",
+                f"{t['bytes'] / 1e6:.1f}",
+                f"{t['seconds']:.2f}",
+                t["status"],
+            )
+        console.print(table)
+        if report["left_out"]:
+            left = Table("left out", "name", "why")
+            for lo in report["left_out"]:
+                left.add_row(lo["kind"], lo["name"], lo["reason"])
+            console.print(left)
+        console.print(
+            "timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["timings"].items())
+        )
+    else:
+        for key, value in report.items():
+            console.print(f"{key}: {value}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `qckstrt-migrate`; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    rep = RichReporter()
+    _, _, handler = SUBCOMMANDS[args.command]
+    report: dict[str, Any] | None = None
+    code = 0
+    try:
+        report = handler(args, rep)
+    except VerificationFailed as exc:
+        report = exc.report
+        code = 1
+        message = str(exc)
+    except MigrationError as exc:
+        code = 2
+        message = str(exc)
+    except KeyboardInterrupt:
+        code = 130
+        message = "interrupted; run the same command again to resume"
+    finally:
+        rep.close()
+    if report is not None:
+        if args.json:
+            print(json.dumps(report, indent=2, default=str))
+        else:
+            _render(args.command, report, rep)
+    if code:
+        print(f"qckstrt-migrate {args.command}: error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

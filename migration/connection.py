@@ -1,0 +1,182 @@
+"""Connections: libpq URLs, masking, bounded timeouts and bounded retries.
+
+Everything that talks to the target goes through psycopg (which has SSL), never through the
+PostgreSQL client binaries of the embedded wheel (which have none).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import conninfo
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from migration.errors import ConfigError, ConnectionFailed
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+DEFAULT_CONNECT_TIMEOUT = 10
+DEFAULT_ATTEMPTS = 3
+
+# libpq reports connection failures as text only (psycopg gives no SQLSTATE before the session
+# exists), so these few phrases are the only way to tell a refusal from a transient failure.
+_PERMANENT = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "SSL is not enabled",
+    "server does not support SSL",
+    "SSL off",
+    "no encryption",
+    "sslmode value",
+    "invalid connection option",
+    "too many connections",
+)
+_SSL_REFUSED = ("no pg_hba.conf entry", "SSL off", "no encryption")
+
+
+def mask_url(url: str) -> str:
+    """Return `url` with any password replaced by ``***`` (URL or key=value form)."""
+    if "://" in url:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return re.sub(r"password=[^&\s]*", "password=***", url)
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0]
+        masked = urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+        return re.sub(r"password=[^&\s]*", "password=***", masked)
+    return re.sub(r"password\s*=\s*('[^']*'|\S+)", "password=***", url)
+
+
+def _scrub(message: str, url: str) -> str:
+    """Remove the password of `url` from a driver message (belt and braces)."""
+    try:
+        password = conninfo.conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    if password:
+        message = message.replace(str(password), "***")
+    return " ".join(message.split())
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A database to connect to.
+
+    :param url: libpq URL or key=value string; may carry a password (never printed).
+    :param name: ``source`` or ``target``, used in messages.
+    :param connect_timeout: seconds libpq waits for one connection attempt.
+    :param attempts: connection attempts for transient failures (exponential backoff).
+    """
+
+    url: str
+    name: str = "database"
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+    attempts: int = DEFAULT_ATTEMPTS
+
+    def __post_init__(self) -> None:
+        if not self.url:
+            raise ConfigError(f"{self.name} database URL is empty")
+        try:
+            conninfo.conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigError(
+                f"{self.name} database URL is not a valid libpq URL: {mask_url(self.url)}"
+            ) from exc
+
+    @property
+    def masked(self) -> str:
+        return mask_url(self.url)
+
+    def params(self) -> dict[str, Any]:
+        """The URL's parameters, with a connect timeout unless the URL sets one."""
+        params = dict(conninfo.conninfo_to_dict(self.url))
+        params.setdefault("connect_timeout", str(self.connect_timeout))
+        params.setdefault("application_name", "qckstrt-migrate")
+        return params
+
+    def identity(self) -> str:
+        """``host:port/dbname`` without user or password: what a run's fingerprint records."""
+        p = conninfo.conninfo_to_dict(self.url)
+        return f"{p.get('host', 'localhost')}:{p.get('port', '5432')}/{p.get('dbname', '')}"
+
+    def connect(self, autocommit: bool = False) -> Conn:
+        """Open a connection, retrying transient failures a bounded number of times.
+
+        :raises ConnectionFailed: with a one-line cause (no password) and what to check.
+        """
+        return connect(self, autocommit=autocommit)
+
+    def libpq_env(self) -> tuple[str, dict[str, str]]:
+        """A password-free conninfo for client binaries, and an environment carrying the rest.
+
+        Passwords go through ``PGPASSWORD``, never argv, which other users can read.
+        """
+        params = {k: str(v) for k, v in conninfo.conninfo_to_dict(self.url).items()}
+        password = params.pop("password", None)
+        params.setdefault("connect_timeout", str(self.connect_timeout))
+        env = dict(os.environ)
+        if password is not None:
+            env["PGPASSWORD"] = password
+        return conninfo.make_conninfo(**params), env
+
+
+def _transient(exc: BaseException) -> bool:
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    text = str(exc)
+    return not any(p in text for p in _PERMANENT)
+
+
+def _explain(endpoint: Endpoint, exc: psycopg.Error) -> ConnectionFailed:
+    text = _scrub(str(exc), endpoint.url)
+    hint = ""
+    if "password authentication failed" in text:
+        hint = "check the user and password"
+    elif any(p in text for p in _SSL_REFUSED):
+        hint = "the server requires SSL (RDS forces it): use sslmode=require"
+    elif "timeout" in text or "timed out" in text:
+        hint = (
+            f"nothing answered within {endpoint.connect_timeout}s: check host, port, "
+            "security groups or the tunnel"
+        )
+    elif "Connection refused" in text:
+        hint = "nothing listens there: check host and port"
+    elif "does not exist" in text:
+        hint = "check the database name"
+    suffix = f" ({hint})" if hint else ""
+    return ConnectionFailed(f"cannot connect to {endpoint.name} {endpoint.masked}: {text}{suffix}")
+
+
+def connect(endpoint: Endpoint, autocommit: bool = False) -> Conn:
+    """Connect to `endpoint`; see `Endpoint.connect`."""
+    params = endpoint.params()
+
+    @retry(
+        retry=retry_if_exception(_transient),
+        stop=stop_after_attempt(max(1, endpoint.attempts)),
+        wait=wait_exponential(multiplier=0.5, max=5),
+        reraise=True,
+    )
+    def attempt() -> Conn:
+        return psycopg.connect(autocommit=autocommit, **params)
+
+    try:
+        return attempt()
+    except psycopg.Error as exc:
+        raise _explain(endpoint, exc) from exc
+
+
+def server_major(conn: Conn) -> int:
+    """The server's major version (16 for 16.4)."""
+    return conn.info.server_version // 10000

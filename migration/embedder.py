@@ -1,0 +1,119 @@
+"""sentence-transformers loading and batched, normalised encoding.
+
+Why everything heavy is imported inside functions: the Pulumi provider host imports this package
+on every preview, and a re-run with nothing to embed must not pay for torch at all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from migration.errors import ConfigError, PreflightError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model reference: a hub name with an optional pinned revision, or a local directory.
+
+    Written ``name``, ``name@revision`` or a path; ``fingerprint`` is what the re-index records
+    per row, so a change of model or revision re-embeds everything.
+    """
+
+    name: str
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        text = text.strip()
+        if not text:
+            raise ConfigError("the embedding model is empty: name a sentence-transformers model")
+        if os.path.isdir(text):
+            return cls(str(Path(text).resolve()))
+        if "@" in text:
+            name, revision = text.split("@", 1)
+            if not name or not revision:
+                raise ConfigError(f"model {text!r}: write name@revision, e.g. {name or 'x'}@main")
+            return cls(name, revision)
+        return cls(text)
+
+    @property
+    def is_local(self) -> bool:
+        return os.path.isdir(self.name)
+
+    @property
+    def fingerprint(self) -> str:
+        if self.is_local:
+            # A local copy is identified by its directory name and its config (weights of the
+            # same release share both), so moving the folder does not force a full re-embed.
+            config = Path(self.name, "config.json")
+            size = config.stat().st_size if config.exists() else 0
+            return f"local:{Path(self.name).name}:{size}"
+        return f"{self.name}@{self.revision}" if self.revision else self.name
+
+    def __str__(self) -> str:
+        return self.fingerprint
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` picks CUDA when torch sees a GPU; an unavailable ``cuda`` is a clear error."""
+    if device not in DEVICES:
+        raise ConfigError(f"device {device!r} is not one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise PreflightError("device cuda was asked for but torch sees no GPU: use --device cpu")
+    return "cpu"
+
+
+class Embedder:
+    """A loaded sentence-transformers model: mean-pooled, L2-normalised vectors, as the app."""
+
+    def __init__(self, spec: ModelSpec, device: str = "cpu") -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.spec = spec
+        self.device = resolve_device(device)
+        try:
+            self._model: Any = SentenceTransformer(
+                spec.name, device=self.device, revision=spec.revision
+            )
+        except (OSError, ValueError) as exc:
+            raise PreflightError(
+                f"cannot load embedding model {spec}: {' '.join(str(exc).split())[:300]} "
+                "(check the name, or give a local path; offline hosts need HF_HUB_OFFLINE=1 "
+                "and a cached or local copy)"
+            ) from exc
+        if self.device == "cuda":
+            # Half precision doubles GPU throughput; cosine ranking is unaffected at this scale.
+            self._model.half()
+        dimension = self._model.get_sentence_embedding_dimension()
+        if dimension is None:
+            raise PreflightError(f"model {spec} does not report an embedding dimension")
+        self.dimension = int(dimension)
+        self.max_seq_length = int(getattr(self._model, "max_seq_length", 0) or 0)
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> npt.NDArray[np.float32]:
+        """Embed ``texts`` in one call (the model sorts by length inside it)."""
+        import numpy as np
+
+        vectors = self._model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)

@@ -1,0 +1,58 @@
+"""Connections fail fast and say why, without passwords."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from migration.connection import Endpoint, mask_url
+from migration.errors import ConnectionFailed
+from migration.local import free_port
+from tests.migration.conftest import Servers
+from tests.migration.tlsproxy import Blackhole
+
+
+def test_mask_url_hides_passwords() -> None:
+    assert mask_url("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert "s3cret" not in mask_url("host=h user=u password=s3cret dbname=d")
+    assert "s3cret" not in mask_url("postgresql://u@h/db?password=s3cret")
+
+
+def test_wrong_password_is_not_retried_and_not_printed(
+    servers: Servers, target: tuple[str, str]
+) -> None:
+    name, _ = target
+    url = servers.target_url(name, password="wrong-pw-123")
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailed, match="password") as info:
+        Endpoint(url, "target").connect()
+    assert time.monotonic() - started < 5
+    assert "wrong-pw-123" not in str(info.value)
+
+
+def test_non_ssl_client_is_refused_by_the_ssl_only_target(
+    servers: Servers, target: tuple[str, str]
+) -> None:
+    name, _ = target
+    with pytest.raises(ConnectionFailed, match="sslmode=require"):
+        Endpoint(servers.target_url(name, sslmode="disable"), "target").connect()
+
+
+def test_closed_port_and_blackhole_fail_within_bounded_time() -> None:
+    port = free_port()
+    with pytest.raises(ConnectionFailed, match="refused"):
+        Endpoint(f"postgresql://u:p@127.0.0.1:{port}/db", "target", attempts=2).connect()
+    hole = Blackhole()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectionFailed, match="2s"):
+            Endpoint(
+                f"postgresql://u:p@127.0.0.1:{hole.port}/db",
+                "target",
+                connect_timeout=2,
+                attempts=2,
+            ).connect()
+        assert time.monotonic() - started < 2 * 2 + 3
+    finally:
+        hole.close()
