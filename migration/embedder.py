@@ -99,7 +99,12 @@ class Embedder:
         if self.device == "cuda":
             # Half precision doubles GPU throughput; cosine ranking is unaffected at this scale.
             self._model.half()
-        dimension = self._model.get_sentence_embedding_dimension()
+        # sentence-transformers 6 renamed the method; keep working with both names.
+        get_dimension = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        dimension = get_dimension()
         if dimension is None:
             raise PreflightError(f"model {spec} does not report an embedding dimension")
         self.dimension = int(dimension)
