@@ -21,7 +21,9 @@ from typing import Any
 
 from migration.connection import DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, Endpoint
 from migration.errors import ConfigError, MigrationError, VerificationFailed
+from migration.models import DEFAULT_MODEL
 from migration.progress import RichReporter
+from migration.reindex import DEFAULT_TABLE
 
 Handler = Callable[[argparse.Namespace, RichReporter], dict[str, Any]]
 
@@ -154,10 +156,65 @@ def _cmd_verify(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
     return report.as_dict()
 
 
+def _add_reindex(p: argparse.ArgumentParser) -> None:
+    _common(p, source=False)
+    p.add_argument(
+        "--model",
+        default=_env("QCKSTRT_MODEL", DEFAULT_MODEL),
+        help="sentence-transformers model: name, name@revision or local path (QCKSTRT_MODEL)",
+    )
+    p.add_argument(
+        "--dimensions",
+        type=int,
+        default=int(_env("QCKSTRT_VECTOR_DIMENSIONS", "384") or 384),
+        help="the stack's vectorDimensions (QCKSTRT_VECTOR_DIMENSIONS, default 384)",
+    )
+    p.add_argument(
+        "--allow-dimension-change",
+        action="store_true",
+        help="rewrite vector(N) to the model's dimension and re-embed every row",
+    )
+    p.add_argument("--schema", default=_env("QCKSTRT_VECTOR_SCHEMA", "public"))
+    p.add_argument("--table", default=_env("QCKSTRT_VECTOR_TABLE", DEFAULT_TABLE))
+    p.add_argument("--text-column", default="content")
+    p.add_argument("--vector-column", default="embedding")
+    p.add_argument("--batch-size", type=int, default=int(_env("QCKSTRT_BATCH_SIZE", "128") or 128))
+    p.add_argument("--device", default=_env("QCKSTRT_DEVICE", "cpu"), help="cpu, cuda or auto")
+    p.add_argument("--hnsw-m", type=int, default=16)
+    p.add_argument("--hnsw-ef-construction", type=int, default=64)
+    p.add_argument(
+        "--lock-wait",
+        type=float,
+        default=0.0,
+        help="seconds to wait for another run's lock on the target (default 0)",
+    )
+
+
+def _cmd_reindex(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+    from migration.reindex import ReindexSettings, reindex
+
+    settings = ReindexSettings(
+        model=args.model,
+        expected_dimensions=args.dimensions,
+        allow_dimension_change=args.allow_dimension_change,
+        schema=args.schema,
+        table=args.table,
+        text_column=args.text_column,
+        vector_column=args.vector_column,
+        batch_size=args.batch_size,
+        device=args.device,
+        hnsw_m=args.hnsw_m,
+        hnsw_ef_construction=args.hnsw_ef_construction,
+        lock_wait_seconds=args.lock_wait,
+    )
+    return reindex(_endpoint(args, "target"), settings, reporter=rep).as_dict()
+
+
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {
     "extension": ("1. create/update pgvector on the target", _add_extension, _cmd_extension),
     "import": ("2. back up, then import schema and data", _add_import, _cmd_import),
     "verify": ("3. compare row counts and checksums", _add_verify, _cmd_verify),
+    "reindex": ("4. re-embed every chunk and build the HNSW index", _add_reindex, _cmd_reindex),
 }
 
 

@@ -145,3 +145,24 @@ def test_empty_table_gets_its_index(servers: Servers) -> None:
     report = reindex(Endpoint(url, "target"), _settings())
     assert report.rows_total == 0 and not report.model_loaded
     assert report.index is not None and report.index.action == "created"
+
+
+def test_cli_reindex_reports_json_and_refuses_bad_dimensions(
+    servers: Servers, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migration.cli import main
+
+    _, url = servers.target_db()
+    _create_table(url)
+    monkeypatch.setenv("TARGET_DATABASE_URL", url)
+    assert main(["reindex", "--model", MODEL, "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["rows_embedded"] == len(TEXTS)
+    assert report["index"]["name"] == "qckstrt_embeddings_vectors_embedding_idx"
+    assert servers.master_password not in captured.out + captured.err
+
+    assert main(["reindex", "--model", MODEL, "--dimensions", "768"]) == 2
+    err = capsys.readouterr().err
+    assert "vectorDimensions is 768" in err or "dimensions 768" in err
+    assert servers.master_password not in err
