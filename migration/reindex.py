@@ -291,13 +291,16 @@ def _vector_indexes(conn: Conn, s: ReindexSettings) -> list[tuple[str, str, str,
     return [(str(r[0]), str(r[1]), str(r[2]), list(r[3])) for r in rows]
 
 
+def _drop_index(conn: Conn, schema: str, name: str, if_exists: bool = False) -> None:
+    statement = "DROP INDEX IF EXISTS {}.{}" if if_exists else "DROP INDEX {}.{}"
+    conn.execute(sql.SQL(statement).format(sql.Identifier(schema), sql.Identifier(name)))
+
+
 def _change_dimension(conn: Conn, s: ReindexSettings, column: _Column, new_dims: int) -> None:
     """Rewrite vector(N) to vector(M): placeholder zero vectors, then every row is re-embedded."""
     with conn.transaction():
         for name, *_ in _vector_indexes(conn, s):
-            conn.execute(
-                sql.SQL("DROP INDEX {}.{}").format(sql.Identifier(s.schema), sql.Identifier(name))
-            )
+            _drop_index(conn, s.schema, name)
         vtype = sql.SQL("{}.vector({})").format(
             sql.Identifier(column.type_schema), sql.Literal(new_dims)
         )
@@ -536,11 +539,7 @@ def _build_index(
     if building != name:
         # A build interrupted by a crash rolled back; this only clears a leftover from a
         # build that was cancelled after creating its index but before the swap.
-        conn.execute(
-            sql.SQL("DROP INDEX IF EXISTS {}.{}").format(
-                sql.Identifier(s.schema), sql.Identifier(building)
-            )
-        )
+        _drop_index(conn, s.schema, building, if_exists=True)
     started = time.monotonic()
     reporter.start("index", f"building HNSW index {name}", None)
     done = threading.Event()
@@ -576,11 +575,7 @@ def _build_index(
         if building != name:
             # Swap in one transaction so the table is never without its index.
             with conn.transaction():
-                conn.execute(
-                    sql.SQL("DROP INDEX {}.{}").format(
-                        sql.Identifier(s.schema), sql.Identifier(name)
-                    )
-                )
+                _drop_index(conn, s.schema, name)
                 conn.execute(
                     sql.SQL("ALTER INDEX {}.{} RENAME TO {}").format(
                         sql.Identifier(s.schema), sql.Identifier(building), sql.Identifier(name)
@@ -683,22 +678,19 @@ def reindex(
                 report.rows_to_embed = todo
             report.dimensions = embedder.dimension
             _ensure_state_table(conn)
-            if total and todo / total > BULK_SHARE:
+            bulk = bool(total) and todo / total > BULK_SHARE
+            if bulk:
                 for name, *_ in _vector_indexes(conn, s):
                     reporter.info(
                         f"dropping vector index {name} for the bulk update (rebuilt after)"
                     )
-                    conn.execute(
-                        sql.SQL("DROP INDEX {}.{}").format(
-                            sql.Identifier(s.schema), sql.Identifier(name)
-                        )
-                    )
+                    _drop_index(conn, s.schema, name)
             reporter.start("reindex", f"embedding {s.table}", todo)
             _pipeline(endpoint, s, embedder, report, reporter)
             reporter.finish(
                 "reindex", f"embedded {report.rows_embedded:,} rows in {report.embed_seconds:.1f}s"
             )
-            if total and todo / total > BULK_SHARE:
+            if bulk:
                 conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(_qualified(s)))
         report.rows_skipped = total - report.rows_embedded
         if _state_exists(conn):
