@@ -11,6 +11,7 @@ from infra.encryption import StackKey, StackKeyArgs
 from infra.llm_host import LlmHost, LlmHostArgs
 from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
+from infra.pipeline import DataSteps, DataStepsArgs
 from infra.storage import Storage, StorageArgs
 
 s = stack_settings.load()
@@ -87,6 +88,30 @@ Monitoring(
         tags=s.tags,
     ),
 )
+
+if s.migration.enabled:
+    # settings.validate refuses migrationEnabled without sourceDatabaseUrl.
+    assert secrets.source_database_url_arn is not None
+    steps = DataSteps(
+        f"{prefix}-data",
+        DataStepsArgs(
+            settings=s.migration,
+            embeddings=s.embeddings,
+            region=s.region,
+            db_address=database.address,
+            db_port=database.port,
+            db_name=database.name,
+            master_secret_arn=database.master_secret_arn,
+            source_secret_arn=secrets.source_database_url_arn,
+            bucket_name=storage.bucket_name,
+            backup_prefix=f"migration/{s.stack}",
+            depends_on=[database, network, secrets, storage],
+        ),
+    )
+    pulumi.export("migrationBackupUri", steps.data_import.backup_uri)
+    pulumi.export("migrationRowsImported", steps.data_import.rows)
+    pulumi.export("migrationIndexName", steps.reindex.index_name)
+    pulumi.export("migrationVerified", steps.check.ok)
 
 pulumi.export("dbEndpoint", database.address)
 pulumi.export("dbPort", database.port)

@@ -232,6 +232,76 @@ KEYS: tuple[Key, ...] = (
         90,
         "Days after which objects under `migration/` (dumps, backups) expire.",
     ),
+    # Data steps (dynamic resources run by `pulumi up`)
+    Key(
+        "migrationEnabled",
+        "boolean",
+        False,
+        "Run the data steps (pgvector, import, re-index, check) in `pulumi up`. Needs "
+        "`sourceDatabaseUrl` and a network path to the database. Setting it back to false removes "
+        "the steps from the stack and keeps the data.",
+    ),
+    Key(
+        "migrationConnectHost",
+        "string",
+        "",
+        "Host the data steps dial instead of the RDS endpoint (an SSM port-forward such as "
+        "127.0.0.1, or another tunnel); empty dials the endpoint.",
+    ),
+    Key(
+        "migrationConnectPort",
+        "integer",
+        0,
+        "Port the data steps dial with `migrationConnectHost`; 0 uses the database's port.",
+    ),
+    Key(
+        "migrationSslMode",
+        "string",
+        "require",
+        "libpq sslmode of the data steps' connections (RDS forces SSL): require, verify-ca or "
+        "verify-full (the last two need `PGSSLROOTCERT` pointing at the RDS CA bundle).",
+    ),
+    Key(
+        "migrationSchemas",
+        "array",
+        ["public"],
+        "Application schemas the import copies and the check compares.",
+    ),
+    Key(
+        "migrationOnExisting",
+        "string",
+        "fail",
+        "What the import does with a target that already holds the tables: fail, or replace "
+        "(after a backup of them to the bucket). Needed with a `migrationRevision` bump.",
+    ),
+    Key(
+        "migrationRevision",
+        "integer",
+        0,
+        "Bump (with `migrationOnExisting: replace`) to import again from the source.",
+    ),
+    Key("migrationJobs", "integer", 2, "Tables the import copies at once (1 to 16)."),
+    Key(
+        "vectorTable",
+        "string",
+        "qckstrt_embeddings_vectors",
+        "Table (in schema public) whose `content` the re-index embeds into `embedding`.",
+    ),
+    Key("reindexBatchSize", "integer", 128, "Chunks embedded per batch by the re-index."),
+    Key(
+        "reindexDevice",
+        "string",
+        "cpu",
+        "Where the re-index runs the model: cpu, cuda or auto (where `pulumi up` runs).",
+    ),
+    Key("reindexRevision", "integer", 0, "Bump to run the re-index again (incremental)."),
+    Key("hnswM", "integer", 16, "HNSW `m` of the vector index (2 to 100)."),
+    Key(
+        "hnswEfConstruction",
+        "integer",
+        64,
+        "HNSW `ef_construction` of the vector index (4 to 1000, at least 2 x `hnswM`).",
+    ),
     # Monitoring
     Key(
         "alertEmail",
@@ -335,6 +405,26 @@ class SecretSettings:
 
 
 @dataclass(frozen=True)
+class MigrationSettings:
+    """The data steps: whether they run, how they reach the database, what they do."""
+
+    enabled: bool
+    connect_host: str
+    connect_port: int
+    ssl_mode: str
+    schemas: tuple[str, ...]
+    on_existing: str
+    revision: int
+    jobs: int
+    vector_table: str
+    reindex_batch_size: int
+    reindex_device: str
+    reindex_revision: int
+    hnsw_m: int
+    hnsw_ef_construction: int
+
+
+@dataclass(frozen=True)
 class MonitoringSettings:
     alert_email: str
     db_cpu_percent: int
@@ -358,6 +448,7 @@ class Settings:
     secrets: SecretSettings
     storage: StorageSettings
     monitoring: MonitoringSettings
+    migration: MigrationSettings
 
     @property
     def name_prefix(self) -> str:
@@ -501,6 +592,22 @@ def load(config: pulumi.Config | None = None, stack: str | None = None) -> Setti
             db_free_storage_gb=read.integer("alarmDbFreeStorageGb"),
             db_connections=read.integer("alarmDbConnections"),
         ),
+        migration=MigrationSettings(
+            enabled=read.boolean("migrationEnabled"),
+            connect_host=read.string("migrationConnectHost"),
+            connect_port=read.integer("migrationConnectPort"),
+            ssl_mode=read.string("migrationSslMode"),
+            schemas=read.strings("migrationSchemas"),
+            on_existing=read.string("migrationOnExisting"),
+            revision=read.integer("migrationRevision"),
+            jobs=read.integer("migrationJobs"),
+            vector_table=read.string("vectorTable"),
+            reindex_batch_size=read.integer("reindexBatchSize"),
+            reindex_device=read.string("reindexDevice"),
+            reindex_revision=read.integer("reindexRevision"),
+            hnsw_m=read.integer("hnswM"),
+            hnsw_ef_construction=read.integer("hnswEfConstruction"),
+        ),
     )
     validate(settings)
     return settings
@@ -546,6 +653,7 @@ def validate(s: Settings) -> None:
     _validate_llm(s)
     _validate_storage_and_secrets(s)
     _validate_monitoring(s)
+    _validate_migration(s)
 
 
 def _validate_network(s: Settings) -> None:
@@ -868,4 +976,75 @@ def _validate_monitoring(s: Settings) -> None:
         "alarmDbConnections",
         f"{m.db_connections} is too small",
         "use 1 or more",
+    )
+
+
+SSL_MODES = ("require", "verify-ca", "verify-full")
+
+
+def _validate_migration(s: Settings) -> None:
+    m = s.migration
+    _require(
+        not m.enabled or s.secrets.source_database_url is not None,
+        "migrationEnabled",
+        "the data steps need the source database, but sourceDatabaseUrl is not set",
+        "run `pulumi config set --secret sourceDatabaseUrl 'postgresql://...'`, or set "
+        "migrationEnabled to false",
+    )
+    _require(
+        0 <= m.connect_port <= 65535,
+        "migrationConnectPort",
+        f"{m.connect_port} is not a TCP port",
+        "use 1..65535, or 0 for the database's port",
+    )
+    _require(
+        m.connect_port == 0 or bool(m.connect_host),
+        "migrationConnectPort",
+        "a port is set without migrationConnectHost",
+        "set migrationConnectHost too (for an SSM port-forward: 127.0.0.1), or set the port to 0",
+    )
+    _require(
+        m.ssl_mode in SSL_MODES,
+        "migrationSslMode",
+        f"{m.ssl_mode!r} is not one of {', '.join(SSL_MODES)}",
+        "RDS forces SSL: use require, or verify-full with the RDS CA bundle",
+    )
+    _require(bool(m.schemas), "migrationSchemas", "no schema is listed", "list at least `public`")
+    for name in (*m.schemas, m.vector_table):
+        key = "vectorTable" if name == m.vector_table else "migrationSchemas"
+        _require(
+            bool(name) and len(name) <= 63 and "\x00" not in name,
+            key,
+            f"{name!r} is not a valid PostgreSQL name",
+            "use a name of 1 to 63 characters",
+        )
+    _require(
+        m.on_existing in ("fail", "replace"),
+        "migrationOnExisting",
+        f"{m.on_existing!r} is not fail or replace",
+        "use fail (refuse a target that holds the tables) or replace (back them up, then replace)",
+    )
+    for key, value in (("migrationRevision", m.revision), ("reindexRevision", m.reindex_revision)):
+        _require(value >= 0, key, f"{value} is negative", "use 0 or a larger whole number")
+    _require(1 <= m.jobs <= 16, "migrationJobs", f"{m.jobs} is outside 1..16", "use 1 to 16 tables")
+    _require(
+        1 <= m.reindex_batch_size <= 10000,
+        "reindexBatchSize",
+        f"{m.reindex_batch_size} is outside 1..10000",
+        "use 32 to 512 on a CPU, up to a few thousand on a GPU",
+    )
+    _require(
+        re.fullmatch(r"cpu|auto|cuda(:\d+)?", m.reindex_device) is not None,
+        "reindexDevice",
+        f"{m.reindex_device!r} is not cpu, cuda or auto",
+        "use cpu, cuda (where `pulumi up` runs on a GPU) or auto",
+    )
+    _require(
+        2 <= m.hnsw_m <= 100, "hnswM", f"{m.hnsw_m} is outside 2..100", "16 is pgvector's default"
+    )
+    _require(
+        4 <= m.hnsw_ef_construction <= 1000 and m.hnsw_ef_construction >= 2 * m.hnsw_m,
+        "hnswEfConstruction",
+        f"{m.hnsw_ef_construction} must be in 4..1000 and at least 2 x hnswM ({2 * m.hnsw_m})",
+        "64 is pgvector's default",
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.infra.program import ProgramRun, run_program
+from tests.infra.program import SOURCE_URL, ProgramRun, run_program
 
-SOURCE_URL = "postgresql://postgres:Sup3rS3cretPw-9f2@db.supabase.internal:5432/postgres"
+__all__ = ["SOURCE_URL"]
 STACKS = ("staging", "prod")
 
 

@@ -229,6 +229,9 @@ class _WarningCollector(pulumi_mocks.MockEngine):
         super().Log(request)  # type: ignore[no-untyped-call]
 
 
+SOURCE_URL = "postgresql://postgres:Sup3rS3cretPw-9f2@db.supabase.internal:5432/postgres"
+
+
 def run_program(
     stack: str,
     overrides: dict[str, Any] | None = None,
@@ -239,8 +242,11 @@ def run_program(
     """Run ``infra/__main__.py`` for ``stack`` with its real config plus ``overrides``.
 
     ``overrides`` keys may omit the ``qckstrt:`` namespace. ``secrets`` are set as secret config,
-    as ``pulumi config set --secret`` would.
+    as ``pulumi config set --secret`` would; by default the source URL is set, as the README's
+    first step does (pass ``{}`` for a stack without it).
     """
+    if secrets is None:
+        secrets = {"sourceDatabaseUrl": SOURCE_URL}
     config = stack_config(stack)
     for key, value in {**(overrides or {}), **(secrets or {})}.items():
         config[key if ":" in key else f"qckstrt:{key}"] = value

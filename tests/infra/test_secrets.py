@@ -41,7 +41,7 @@ def test_source_url_secret_holds_the_configured_url_as_a_secret(each_stack: Prog
 
 
 def test_source_url_secret_exists_only_when_configured() -> None:
-    run = run_program("staging")
+    run = run_program("staging", overrides={"migrationEnabled": False}, secrets={})
     names = {s.inputs["name"] for s in run.of_type(SECRET)}
     assert names == {"qckstrt/staging/app-config"}
 

@@ -98,6 +98,18 @@ BAD = [
     ("staging", {"llmRootVolumeGb": 30}, "llmRootVolumeGb", "too small"),
     ("staging", {"llmModel": "falcon; rm -rf /"}, "llmModel", "Ollama model name"),
     ("staging", {"ollamaVersion": "latest"}, "ollamaVersion", "release number"),
+    ("staging", {"migrationConnectPort": 70000}, "migrationConnectPort", "not a TCP port"),
+    ("staging", {"migrationConnectPort": 15432}, "migrationConnectPort", "migrationConnectHost"),
+    ("staging", {"migrationSslMode": "disable"}, "migrationSslMode", "RDS forces SSL"),
+    ("staging", {"migrationOnExisting": "overwrite"}, "migrationOnExisting", "fail or replace"),
+    ("staging", {"migrationSchemas": []}, "migrationSchemas", "no schema"),
+    ("staging", {"migrationRevision": -1}, "migrationRevision", "negative"),
+    ("staging", {"migrationJobs": 0}, "migrationJobs", "1..16"),
+    ("staging", {"reindexDevice": "tpu"}, "reindexDevice", "cpu, cuda or auto"),
+    ("staging", {"reindexBatchSize": 0}, "reindexBatchSize", "1..10000"),
+    ("staging", {"hnswM": 1}, "hnswM", "2..100"),
+    ("staging", {"hnswEfConstruction": 20}, "hnswEfConstruction", "2 x hnswM"),
+    ("staging", {"vectorTable": "x" * 64}, "vectorTable", "valid PostgreSQL name"),
     ("staging", {"secretRecoveryWindowDays": 3}, "secretRecoveryWindowDays", "0 or 7..30"),
     ("staging", {"alertEmail": "ops"}, "alertEmail", "email"),
     (
@@ -129,9 +141,15 @@ def test_invalid_config_fails_naming_the_key(
 
 
 def test_plaintext_source_url_is_refused() -> None:
-    message = _fails("staging", {"sourceDatabaseUrl": "postgresql://u:pw@h/db"})
+    message = _fails("staging", {"sourceDatabaseUrl": "postgresql://u:pw@h/db"}, secrets={})
     assert "sourceDatabaseUrl" in message and "--secret" in message
     assert "pw@h" not in message
+
+
+def test_data_steps_without_a_source_url_are_explained() -> None:
+    message = _fails("staging", {"migrationEnabled": True}, secrets={})
+    assert "migrationEnabled" in message
+    assert "pulumi config set --secret sourceDatabaseUrl" in message
 
 
 def test_missing_region_is_explained() -> None:

@@ -1,0 +1,126 @@
+"""The data steps, declared after the database, secrets and bucket exist.
+
+Why a component: the four dynamic resources share one connection and one order, and a preview
+groups them under one node, so a pull request shows "DataSteps: re-index ~ model" rather than
+four unrelated resources. Order is explicit (``depends_on``) and carried by data: each step takes
+the previous one's ``run_id`` as an input, so it runs again exactly when the data before it
+changed, and one data step runs at a time.
+
+Cut-over semantics (documented in the README): once imported, later ``up``s with unchanged inputs
+do nothing, even after the source is switched off; bumping ``migrationRevision`` re-imports only
+together with ``migrationOnExisting: replace``; ``migrationEnabled: false`` removes these
+resources from the stack and keeps the data (their ``delete`` touches nothing). The steps are
+never ``protect``ed: they hold no data, so a model change can roll out in prod.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from infra.settings import EmbeddingSettings, MigrationSettings
+from migration.providers import (
+    Connection,
+    DataImport,
+    MigrationCheck,
+    PgvectorExtension,
+    Reindex,
+    ReindexOptions,
+)
+
+
+@dataclass
+class DataStepsArgs:
+    """What the steps need from the rest of the stack."""
+
+    settings: MigrationSettings
+    embeddings: EmbeddingSettings
+    region: str
+    db_address: pulumi.Input[str]
+    db_port: pulumi.Input[int]
+    db_name: pulumi.Input[str]
+    master_secret_arn: pulumi.Input[str]
+    source_secret_arn: pulumi.Input[str]
+    bucket_name: pulumi.Input[str]
+    backup_prefix: str
+    #: Resources that must exist before any step dials the database (instance, rules, secrets).
+    depends_on: list[pulumi.Resource]
+
+
+class DataSteps(pulumi.ComponentResource):
+    """pgvector setup, import, re-index and check, in that order."""
+
+    def __init__(
+        self, name: str, args: DataStepsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("qckstrt:data:DataSteps", name, None, opts)
+        s = args.settings
+        connection = Connection(
+            host=s.connect_host or args.db_address,
+            port=s.connect_port or args.db_port,
+            database=args.db_name,
+            master_secret_arn=args.master_secret_arn,
+            ssl_mode=s.ssl_mode,
+        )
+        schemas = list(s.schemas)
+
+        def step_opts(*after: pulumi.Resource) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *after])
+
+        self.extension = PgvectorExtension(
+            f"{name}-pgvector",
+            connection,
+            source_secret_arn=args.source_secret_arn,
+            opts=step_opts(),
+        )
+        self.data_import = DataImport(
+            f"{name}-import",
+            connection,
+            source_secret_arn=args.source_secret_arn,
+            backup=pulumi.Output.concat("s3://", args.bucket_name, "/", args.backup_prefix),
+            region=args.region,
+            schemas=schemas,
+            on_existing=s.on_existing,
+            revision=s.revision,
+            jobs=s.jobs,
+            opts=step_opts(self.extension),
+        )
+        self.reindex = Reindex(
+            f"{name}-reindex",
+            connection,
+            ReindexOptions(
+                model=args.embeddings.model,
+                dimensions=args.embeddings.dimensions,
+                table=s.vector_table,
+                batch_size=s.reindex_batch_size,
+                device=s.reindex_device,
+                hnsw_m=s.hnsw_m,
+                hnsw_ef_construction=s.hnsw_ef_construction,
+                revision=s.reindex_revision,
+            ),
+            after={"import": self.data_import.run_id},
+            opts=step_opts(self.data_import),
+        )
+        self.check = MigrationCheck(
+            f"{name}-check",
+            connection,
+            source_secret_arn=args.source_secret_arn,
+            after={
+                "extension": self.extension.run_id,
+                "import": self.data_import.run_id,
+                "reindex": self.reindex.run_id,
+            },
+            schemas=schemas,
+            opts=step_opts(self.reindex),
+        )
+        self.register_outputs(
+            {
+                "vectorVersion": self.extension.vector_version,
+                "backupUri": self.data_import.backup_uri,
+                "rowsImported": self.data_import.rows,
+                "rowsEmbedded": self.reindex.rows_embedded,
+                "indexName": self.reindex.index_name,
+                "verified": self.check.ok,
+            }
+        )

@@ -1,0 +1,845 @@
+"""The data steps as Pulumi dynamic resources: thin skins over the library.
+
+Why a skin and not new code: ``qckstrt-migrate`` runs the same library calls, so a step behaves
+the same from a bastion and inside ``pulumi up``. A provider here only (1) validates inputs
+without I/O (``check``, run in every preview), (2) names the inputs whose change re-runs the
+step (``diff``; always an update, never a replacement, because ``delete`` keeps the data and a
+replacement would gain nothing), (3) resolves secret ARNs with boto3 at run time, and (4) turns
+a library report into outputs that hold no secret.
+
+Contract (``DESIGN.md`` §4): classes live in this importable module so dill pickles them by
+reference; providers hold no connection, client or model; every resource carries an explicit
+``provider_version`` input. Progress goes to ``pulumi.log.info`` through `LogReporter`.
+Exceptions that reach the engine are rebuilt from a one-line cause with every secret removed,
+and raised ``from None`` so that no chained driver message (or traceback value) leaks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pulumi
+from psycopg import conninfo
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ResourceProvider,
+    UpdateResult,
+)
+from pulumi.output import Unknown
+
+from migration.connection import DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, Endpoint
+from migration.errors import ConfigError, ConnectionFailed, MigrationError, VerificationFailed
+from migration.models import DEFAULT_MODEL, known_dimensions
+from migration.progress import LogReporter
+
+#: Bump when a provider's semantics change: a changed ``provider_version`` re-runs the step.
+PROVIDER_VERSION = "1"
+#: The wire value of inputs not known yet (a preview before the database exists). The SDK's
+#: host turns it into `pulumi.output.Unknown` in check and diff (``keep_unknowns``).
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+PROVIDER_KEY = "__provider"
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$")
+_S3 = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+_IDENT_MAX = 63
+
+
+class StepFailed(Exception):
+    """A data step failed; the message is one line and holds no secret."""
+
+
+def _known(value: Any) -> bool:
+    """False for a value the engine does not know yet (an `Unknown`, or its wire sentinel)."""
+    return not isinstance(value, Unknown) and not (isinstance(value, str) and value == UNKNOWN)
+
+
+def _as_int(value: Any) -> int | None:
+    """`value` as an int when it is a whole number, else None.
+
+    The engine's wire format carries numbers as doubles: 5432.0 is 5432; 5432.5 and True are not.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if float(value).is_integer() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets: resolved at run time, remembered only for scrubbing messages
+
+
+@dataclass
+class _Secrets:
+    """The plaintext values one call has resolved, so messages can be scrubbed of them."""
+
+    values: list[str] = field(default_factory=list)
+
+    def remember(self, value: str) -> str:
+        if value:
+            self.values.append(value)
+        return value
+
+    def scrub(self, message: str) -> str:
+        for value in sorted(self.values, key=len, reverse=True):
+            message = message.replace(value, "***")
+        return " ".join(message.split())
+
+
+def _region_of(arn: str) -> str:
+    return arn.split(":")[3]
+
+
+def read_secret(arn: str) -> str:
+    """The SecretString of `arn`, read with the credentials ``pulumi up`` runs with.
+
+    :raises ConfigError: the secret cannot be read (missing, no permission, no value).
+    :raises ConnectionFailed: Secrets Manager cannot be reached.
+    """
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client("secretsmanager", region_name=_region_of(arn))
+    try:
+        response = client.get_secret_value(SecretId=arn)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise ConfigError(
+            f"cannot read secret {arn} ({code}): check the ARN, and that the identity running "
+            "pulumi may call secretsmanager:GetSecretValue and kms:Decrypt on its key"
+        ) from None
+    except BotoCoreError as exc:
+        raise ConnectionFailed(f"cannot reach Secrets Manager for {arn}: {exc}") from None
+    value = response.get("SecretString")
+    if not value:
+        raise ConfigError(f"secret {arn} has no string value")
+    return str(value)
+
+
+def _target(props: Mapping[str, Any], secrets: _Secrets) -> Endpoint:
+    """The target as its master user, from the RDS-managed secret (``username``/``password``)."""
+    raw = read_secret(str(props["master_secret_arn"]))
+    try:
+        doc = json.loads(raw)
+        username, password = str(doc["username"]), str(doc["password"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"secret {props['master_secret_arn']} is not an RDS master secret: expected JSON with "
+            "username and password"
+        ) from None
+    secrets.remember(password)
+    params: dict[str, Any] = {
+        "host": str(props["host"]),
+        "port": str(int(props["port"])),
+        "dbname": str(props["database"]),
+        "user": username,
+        "password": password,
+        "sslmode": str(props.get("ssl_mode") or "require"),
+    }
+    if props.get("ssl_root_cert"):
+        params["sslrootcert"] = str(props["ssl_root_cert"])
+    return Endpoint(
+        conninfo.make_conninfo(**params),
+        "target",
+        connect_timeout=int(props.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT),
+        attempts=DEFAULT_ATTEMPTS,
+    )
+
+
+def _source(props: Mapping[str, Any], secrets: _Secrets) -> Endpoint | None:
+    arn = props.get("source_secret_arn")
+    if not arn:
+        return None
+    url = secrets.remember(read_secret(str(arn)))
+    try:
+        password = conninfo.conninfo_to_dict(url).get("password")
+    except Exception:  # an unparsable URL is reported by Endpoint below, masked
+        password = None
+    if password:
+        secrets.remember(str(password))
+    return Endpoint(
+        url,
+        "source",
+        connect_timeout=int(props.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT),
+        attempts=DEFAULT_ATTEMPTS,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks shared by the steps (no I/O: they run in every preview)
+
+Failures = list[CheckFailure]
+
+
+def _check_connection(news: Mapping[str, Any], failures: Failures) -> None:
+    host = news.get("host")
+    if _known(host) and (not isinstance(host, str) or not host.strip()):
+        failures.append(CheckFailure("host", "host is empty: the database endpoint is needed"))
+    port = news.get("port")
+    if _known(port) and not 1 <= (_as_int(port) or 0) <= 65535:
+        failures.append(CheckFailure("port", f"port {port!r} is not a TCP port (1..65535)"))
+    database = news.get("database")
+    if _known(database) and (
+        not isinstance(database, str) or not database or len(database) > _IDENT_MAX
+    ):
+        failures.append(CheckFailure("database", f"database name {database!r} is not valid"))
+    _check_arn(news, "master_secret_arn", failures, required=True)
+    mode = news.get("ssl_mode", "require")
+    if _known(mode) and mode not in SSL_MODES:
+        failures.append(
+            CheckFailure("ssl_mode", f"ssl_mode {mode!r} is not one of {', '.join(SSL_MODES)}")
+        )
+    timeout = news.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+    if _known(timeout) and not 1 <= (_as_int(timeout) or 0) <= 300:
+        failures.append(
+            CheckFailure("connect_timeout", f"connect_timeout {timeout!r} is outside 1..300 s")
+        )
+    version = news.get("provider_version")
+    if not isinstance(version, str) or not version:
+        failures.append(CheckFailure("provider_version", "provider_version is required (a string)"))
+
+
+def _check_arn(news: Mapping[str, Any], key: str, failures: Failures, *, required: bool) -> None:
+    value = news.get(key)
+    if not _known(value):
+        return
+    if not value:
+        if required:
+            failures.append(CheckFailure(key, f"{key} is required: a Secrets Manager secret ARN"))
+        return
+    if not isinstance(value, str) or not _ARN.match(value):
+        # Never echo the value: a user may have put the secret itself here by mistake.
+        failures.append(
+            CheckFailure(
+                key,
+                f"{key} is not a Secrets Manager secret ARN (arn:aws:secretsmanager:...); pass "
+                "the secret's ARN, never its value",
+            )
+        )
+
+
+def _check_schemas(news: Mapping[str, Any], failures: Failures) -> None:
+    schemas = news.get("schemas")
+    if not _known(schemas):
+        return
+    if (
+        not isinstance(schemas, list)
+        or not schemas
+        or not all(isinstance(s, str) and s and len(s) <= _IDENT_MAX for s in schemas)
+    ):
+        failures.append(
+            CheckFailure("schemas", f"schemas {schemas!r} must be a non-empty list of names")
+        )
+
+
+def _check_identifier(news: Mapping[str, Any], key: str, failures: Failures) -> None:
+    value = news.get(key)
+    if _known(value) and (
+        not isinstance(value, str) or not value or len(value) > _IDENT_MAX or "\x00" in value
+    ):
+        failures.append(CheckFailure(key, f"{key} {value!r} is not a valid PostgreSQL name"))
+
+
+def _check_int(news: Mapping[str, Any], key: str, low: int, high: int, failures: Failures) -> None:
+    value = news.get(key)
+    number = _as_int(value)
+    if value is not None and _known(value) and (number is None or not low <= number <= high):
+        failures.append(CheckFailure(key, f"{key} {value!r} is outside {low}..{high}"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The providers
+
+
+class _StepProvider(ResourceProvider):
+    """What the four steps share: check, diff, the create/update run and a data-keeping delete.
+
+    Subclasses say which inputs re-run the step (`TRIGGERS`), validate their own inputs, and map
+    a library report to outputs in `_run`.
+    """
+
+    STEP: ClassVar[str] = "step"
+    #: Inputs whose change re-runs the step. Others (how to connect, batch size, device, ...)
+    #: are recorded without running anything: a new tunnel port must not re-import a database.
+    TRIGGERS: ClassVar[tuple[str, ...]] = ("provider_version",)
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "ssl_mode": "require",
+        "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+    }
+
+    # -- preview-time calls: no I/O --------------------------------------------------------------
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        inputs = {**self.DEFAULTS, **{k: v for k, v in news.items() if v is not None}}
+        failures: Failures = []
+        _check_connection(inputs, failures)
+        self._check(_olds, inputs, failures)
+        return CheckResult(inputs, failures)
+
+    def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
+        return None
+
+    def changed_inputs(self, olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
+        """The trigger inputs whose value differs (or is not known yet), in declaration order."""
+        return [
+            key
+            for key in self.TRIGGERS
+            if not _known(news.get(key)) or olds.get(key) != news.get(key)
+        ]
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = self.changed_inputs(olds, news)
+        if changed:
+            pulumi.log.info(f"{self.STEP}: runs again because {', '.join(changed)} changed")
+        # Never a replacement: delete keeps the data, so replacing would only re-run the step.
+        return DiffResult(
+            changes=bool(changed), replaces=[], stables=[], delete_before_replace=False
+        )
+
+    # -- run-time calls --------------------------------------------------------------------------
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        outs = self._execute(props, {})
+        return CreateResult(self._id(props), outs)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(self._execute(news, olds))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        # Keeps the data and touches nothing: the database may already be gone (staging
+        # teardown deletes the instance in the same run), and forgetting a step must never
+        # cost data. Returns at once, so `pulumi destroy` cannot hang here.
+        where = f"{props.get('database', '?')} on {props.get('host', '?')}"
+        pulumi.log.info(f"{self.STEP}: removed from the stack; the data in {where} is kept")
+
+    def _id(self, props: Mapping[str, Any]) -> str:
+        return f"{self.STEP}:{props.get('database', '')}"
+
+    def _execute(self, props: dict[str, Any], olds: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the step; return the inputs plus its outputs (what diff compares next time)."""
+        secrets = _Secrets()
+        began = time.monotonic()
+        reporter = LogReporter(lambda line: pulumi.log.info(f"{self.STEP}: {line}"))
+        try:
+            result, changed_data = self._run(props, secrets, reporter)
+        except VerificationFailed as exc:
+            raise StepFailed(f"{self.STEP}: {secrets.scrub(str(exc))}") from None
+        except MigrationError as exc:
+            raise StepFailed(f"{self.STEP} failed: {secrets.scrub(str(exc))}") from None
+        except Exception as exc:
+            raise StepFailed(
+                f"{self.STEP} failed unexpectedly ({type(exc).__name__}): {secrets.scrub(str(exc))}"
+            ) from None
+        seconds = round(time.monotonic() - began, 3)
+        pulumi.log.info(f"{self.STEP}: done in {seconds:.1f}s")
+        # `run_id` changes only when the step changed data: later steps take it as an input,
+        # so they run again exactly when the data before them changed.
+        run_id = olds.get("run_id") if not changed_data and olds.get("run_id") else None
+        inputs = {k: v for k, v in props.items() if k != PROVIDER_KEY}
+        return {
+            **inputs,
+            **result,
+            "run_id": run_id or uuid.uuid4().hex,
+            "seconds": seconds,
+        }
+
+    def _run(
+        self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
+    ) -> tuple[dict[str, Any], bool]:
+        """Run the library call; return (outputs, whether data changed)."""
+        raise NotImplementedError
+
+
+class PgvectorExtensionProvider(_StepProvider):
+    """Step 1: `vector` (and Supabase's ``extensions`` schema stand-ins) on the target."""
+
+    STEP = "pgvector extension"
+    TRIGGERS = ("provider_version", "vector_schema", "revision")
+    DEFAULTS = {**_StepProvider.DEFAULTS, "vector_schema": "", "revision": 0}
+
+    def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
+        _check_arn(news, "source_secret_arn", failures, required=False)
+        if news.get("vector_schema"):
+            _check_identifier(news, "vector_schema", failures)
+        _check_int(news, "revision", 0, 2**31 - 1, failures)
+
+    def _id(self, props: Mapping[str, Any]) -> str:
+        return f"pgvector:{props.get('database', '')}"
+
+    def _run(
+        self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
+    ) -> tuple[dict[str, Any], bool]:
+        from migration.extension import setup_extension
+
+        report = setup_extension(
+            _target(props, secrets),
+            _source(props, secrets),
+            vector_schema=props.get("vector_schema") or None,
+            reporter=reporter,
+        )
+        return {
+            "vector_version": report.vector_version,
+            "installed_schema": report.vector_schema,
+            "extensions_schema": report.extensions_schema or "",
+            "search_path": report.search_path or "",
+            "notes": list(report.notes),
+        }, report.vector_created or report.vector_updated
+
+
+class DataImportProvider(_StepProvider):
+    """Step 2: back up the source to S3, then import schema and data (resumable)."""
+
+    STEP = "data import"
+    TRIGGERS = ("provider_version", "schemas", "revision")
+    DEFAULTS = {
+        **_StepProvider.DEFAULTS,
+        "schemas": ["public"],
+        "on_existing": "fail",
+        "revision": 0,
+        "jobs": 2,
+        "backup": "",
+    }
+
+    def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
+        _check_arn(news, "source_secret_arn", failures, required=True)
+        _check_schemas(news, failures)
+        _check_int(news, "revision", 0, 2**31 - 1, failures)
+        _check_int(news, "jobs", 1, 16, failures)
+        on_existing = news.get("on_existing")
+        if _known(on_existing) and on_existing not in ("fail", "replace"):
+            failures.append(
+                CheckFailure("on_existing", f"on_existing {on_existing!r} is not fail or replace")
+            )
+        backup = news.get("backup")
+        if _known(backup) and backup and not (isinstance(backup, str) and _S3.match(backup)):
+            failures.append(CheckFailure("backup", f"backup {backup!r} is not s3://bucket/prefix"))
+        # Re-importing over data already imported replaces the target's tables: it must be asked
+        # for, together, in one change (the import backs the tables up first).
+        if olds and on_existing != "replace":
+            for key in ("revision", "schemas"):
+                if key in olds and _known(news.get(key)) and olds[key] != news.get(key):
+                    failures.append(
+                        CheckFailure(
+                            key,
+                            f"changing {key} re-imports into a target that already holds the "
+                            "data; set on_existing to replace as well (the import backs up the "
+                            "target's tables first), or keep the old value",
+                        )
+                    )
+
+    def _id(self, props: Mapping[str, Any]) -> str:
+        return f"import:{props.get('database', '')}:{'+'.join(props.get('schemas') or [])}"
+
+    def _run(
+        self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
+    ) -> tuple[dict[str, Any], bool]:
+        from migration.transfer import ImportOptions, import_database
+
+        source = _source(props, secrets)
+        assert source is not None  # check() requires source_secret_arn
+        options = ImportOptions(
+            schemas=[str(s) for s in props.get("schemas") or ["public"]],
+            jobs=int(props.get("jobs") or 2),
+            backup=str(props["backup"]) if props.get("backup") else None,
+            on_existing=props.get("on_existing") or "fail",
+        )
+        region = props.get("region")
+        if options.backup and region:
+            import os
+
+            # boto3 picks the bucket's region from here; pulumi's aws:region is not in the env.
+            os.environ.setdefault("AWS_DEFAULT_REGION", str(region))
+        report = import_database(source, _target(props, secrets), options, reporter)
+        rows = {f"{t.schema}.{t.table}": t.rows for t in report.tables}
+        return {
+            "source": source.identity(),
+            "backup_uri": report.backup or "",
+            "target_backup_uri": report.target_backup or "",
+            "tables": len(report.tables),
+            "rows": sum(rows.values()),
+            "table_rows": rows,
+            "left_out": [f"{lo.kind} {lo.name}: {lo.reason}" for lo in report.left_out],
+            "replaced": list(report.discarded),
+            "resumed": report.resumed,
+            "pg_dump": report.pg_dump,
+        }, not report.already_complete
+
+
+class ReindexProvider(_StepProvider):
+    """Step 3: re-embed every chunk with the stack's model and build the HNSW index."""
+
+    STEP = "re-index"
+    TRIGGERS = (
+        "provider_version",
+        "model",
+        "dimensions",
+        "schema",
+        "table",
+        "text_column",
+        "vector_column",
+        "hnsw_m",
+        "hnsw_ef_construction",
+        "revision",
+        "after",
+    )
+    DEFAULTS = {
+        **_StepProvider.DEFAULTS,
+        "model": DEFAULT_MODEL,
+        "dimensions": 384,
+        "schema": "public",
+        "table": "qckstrt_embeddings_vectors",
+        "text_column": "content",
+        "vector_column": "embedding",
+        "batch_size": 128,
+        "device": "cpu",
+        "hnsw_m": 16,
+        "hnsw_ef_construction": 64,
+        "allow_dimension_change": False,
+        "revision": 0,
+        "lock_wait_seconds": 0,
+        "after": {},
+    }
+
+    def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
+        for key in ("schema", "table", "text_column", "vector_column"):
+            _check_identifier(news, key, failures)
+        model = news.get("model")
+        if _known(model) and (not isinstance(model, str) or not model.strip()):
+            failures.append(
+                CheckFailure("model", "model is empty: name a sentence-transformers model")
+            )
+        _check_int(news, "dimensions", 1, 16000, failures)
+        _check_int(news, "batch_size", 1, 10000, failures)
+        _check_int(news, "hnsw_m", 2, 100, failures)
+        _check_int(news, "hnsw_ef_construction", 4, 1000, failures)
+        _check_int(news, "revision", 0, 2**31 - 1, failures)
+        _check_int(news, "lock_wait_seconds", 0, 3600, failures)
+        m, ef = _as_int(news.get("hnsw_m")), _as_int(news.get("hnsw_ef_construction"))
+        if m is not None and ef is not None and ef < 2 * m:
+            failures.append(
+                CheckFailure(
+                    "hnsw_ef_construction",
+                    f"hnsw_ef_construction {ef} must be at least 2 x hnsw_m ({2 * m})",
+                )
+            )
+        device = news.get("device")
+        if _known(device) and not (
+            isinstance(device, str) and re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", device)
+        ):
+            failures.append(CheckFailure("device", f"device {device!r} is not cpu, cuda or auto"))
+        dims = _as_int(news.get("dimensions"))
+        if isinstance(model, str) and dims is not None:
+            # Known models are compared here, without loading anything; others at create time.
+            expected = known_dimensions(model)
+            if expected is not None and expected != dims:
+                failures.append(
+                    CheckFailure(
+                        "dimensions",
+                        f"dimensions {dims} does not match model {model} ({expected}); set "
+                        f"vectorDimensions to {expected} or choose a {dims}-dimension model",
+                    )
+                )
+
+    def _id(self, props: Mapping[str, Any]) -> str:
+        return f"reindex:{props.get('database', '')}:{props.get('schema')}.{props.get('table')}"
+
+    def _run(
+        self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
+    ) -> tuple[dict[str, Any], bool]:
+        from migration.reindex import ReindexSettings, reindex
+
+        settings = ReindexSettings(
+            model=str(props["model"]),
+            expected_dimensions=int(props["dimensions"]),
+            allow_dimension_change=bool(props.get("allow_dimension_change")),
+            schema=str(props["schema"]),
+            table=str(props["table"]),
+            text_column=str(props["text_column"]),
+            vector_column=str(props["vector_column"]),
+            batch_size=int(props["batch_size"]),
+            device=str(props["device"]),
+            hnsw_m=int(props["hnsw_m"]),
+            hnsw_ef_construction=int(props["hnsw_ef_construction"]),
+            lock_wait_seconds=float(props.get("lock_wait_seconds") or 0),
+        )
+        report = reindex(_target(props, secrets), settings, reporter=reporter)
+        index = report.index
+        return {
+            "rows_total": report.rows_total,
+            "rows_embedded": report.rows_embedded,
+            "rows_skipped": report.rows_skipped,
+            "chunks_per_second": report.chunks_per_second,
+            "model_dimensions": report.dimensions,
+            "index_name": index.name if index else "",
+            "index_action": index.action if index else "",
+            "index_seconds": index.seconds if index else 0.0,
+        }, bool(report.rows_embedded or (index and index.action != "kept"))
+
+
+class MigrationCheckProvider(_StepProvider):
+    """Step 4: row counts and checksums, source against target; runs again after any step."""
+
+    STEP = "migration check"
+    TRIGGERS = ("provider_version", "schemas", "revision", "after")
+    DEFAULTS = {**_StepProvider.DEFAULTS, "schemas": ["public"], "revision": 0, "after": {}}
+
+    def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
+        _check_arn(news, "source_secret_arn", failures, required=True)
+        _check_schemas(news, failures)
+        _check_int(news, "revision", 0, 2**31 - 1, failures)
+
+    def _id(self, props: Mapping[str, Any]) -> str:
+        return f"check:{props.get('database', '')}"
+
+    def _run(
+        self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
+    ) -> tuple[dict[str, Any], bool]:
+        from migration.verify import verify
+
+        source = _source(props, secrets)
+        assert source is not None
+        try:
+            report = verify(
+                source,
+                _target(props, secrets),
+                [str(s) for s in props.get("schemas") or ["public"]],
+                reporter=reporter,
+            )
+        except VerificationFailed as exc:
+            listed = (exc.report or {}).get("mismatches") or [str(exc)]
+            mismatches = "; ".join(str(m) for m in list(listed)[:5])  # type: ignore[call-overload]
+            raise VerificationFailed(
+                f"the target differs from the source: {mismatches}. Re-run `pulumi up` to "
+                "resume an interrupted import, or see `qckstrt-migrate verify --json`",
+                exc.report,
+            ) from None
+        return {
+            "ok": report.ok,
+            "tables": len(report.tables),
+            "rows": sum(t.source_rows for t in report.tables),
+            "import_state": report.import_state,
+        }, True
+
+
+# ---------------------------------------------------------------------------------------------
+# The resources the program declares
+
+
+def _outputs(*names: str) -> dict[str, None]:
+    return dict.fromkeys(names)
+
+
+_COMMON_OUTPUTS = ("run_id", "seconds")
+
+
+class _StepResource(pulumi.dynamic.Resource):
+    """A data step; inputs are plain values or outputs, never plaintext secrets."""
+
+    run_id: pulumi.Output[str]
+    seconds: pulumi.Output[float]
+
+    def __init__(
+        self,
+        provider: _StepProvider,
+        name: str,
+        inputs: Mapping[str, Any],
+        outputs: tuple[str, ...],
+        opts: pulumi.ResourceOptions | None,
+    ) -> None:
+        props: dict[str, Any] = {"provider_version": PROVIDER_VERSION, **inputs}
+        props.update(_outputs(*_COMMON_OUTPUTS, *outputs))
+        super().__init__(provider, name, props, opts)
+
+
+@dataclass
+class Connection:
+    """How a provider reaches the target: endpoint plus the RDS-managed master secret's ARN."""
+
+    host: pulumi.Input[str]
+    port: pulumi.Input[int]
+    database: pulumi.Input[str]
+    master_secret_arn: pulumi.Input[str]
+    ssl_mode: str = "require"
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+
+    def inputs(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "master_secret_arn": self.master_secret_arn,
+            "ssl_mode": self.ssl_mode,
+            "connect_timeout": self.connect_timeout,
+        }
+
+
+class PgvectorExtension(_StepResource, module="qckstrt", name="PgvectorExtension"):
+    """Step 1 as a resource."""
+
+    vector_version: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        connection: Connection,
+        source_secret_arn: pulumi.Input[str] | None = None,
+        vector_schema: str = "",
+        revision: int = 0,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        inputs = {
+            **connection.inputs(),
+            "source_secret_arn": source_secret_arn or "",
+            "vector_schema": vector_schema,
+            "revision": revision,
+        }
+        outputs = ("vector_version", "installed_schema", "extensions_schema", "search_path")
+        super().__init__(PgvectorExtensionProvider(), name, inputs, (*outputs, "notes"), opts)
+
+
+class DataImport(_StepResource, module="qckstrt", name="DataImport"):
+    """Step 2 as a resource."""
+
+    backup_uri: pulumi.Output[str]
+    rows: pulumi.Output[int]
+
+    def __init__(
+        self,
+        name: str,
+        connection: Connection,
+        source_secret_arn: pulumi.Input[str],
+        backup: pulumi.Input[str],
+        region: str,
+        schemas: list[str] | None = None,
+        on_existing: str = "fail",
+        revision: int = 0,
+        jobs: int = 2,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        inputs = {
+            **connection.inputs(),
+            "source_secret_arn": source_secret_arn,
+            "backup": backup,
+            "region": region,
+            "schemas": schemas or ["public"],
+            "on_existing": on_existing,
+            "revision": revision,
+            "jobs": jobs,
+        }
+        outputs = (
+            "source",
+            "backup_uri",
+            "target_backup_uri",
+            "tables",
+            "rows",
+            "table_rows",
+            "left_out",
+            "replaced",
+            "resumed",
+            "pg_dump",
+        )
+        super().__init__(DataImportProvider(), name, inputs, outputs, opts)
+
+
+@dataclass
+class ReindexOptions:
+    """The re-index's settings as the stack configures them."""
+
+    model: str = DEFAULT_MODEL
+    dimensions: int = 384
+    schema: str = "public"
+    table: str = "qckstrt_embeddings_vectors"
+    text_column: str = "content"
+    vector_column: str = "embedding"
+    batch_size: int = 128
+    device: str = "cpu"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 64
+    allow_dimension_change: bool = False
+    revision: int = 0
+
+    def inputs(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "dimensions": self.dimensions,
+            "schema": self.schema,
+            "table": self.table,
+            "text_column": self.text_column,
+            "vector_column": self.vector_column,
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "hnsw_m": self.hnsw_m,
+            "hnsw_ef_construction": self.hnsw_ef_construction,
+            "allow_dimension_change": self.allow_dimension_change,
+            "revision": self.revision,
+        }
+
+
+class Reindex(_StepResource, module="qckstrt", name="Reindex"):
+    """Step 3 as a resource; `after` carries the import's ``run_id``."""
+
+    rows_embedded: pulumi.Output[int]
+    index_name: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        connection: Connection,
+        options: ReindexOptions,
+        after: Mapping[str, pulumi.Input[str]] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        inputs = {**connection.inputs(), **options.inputs(), "after": dict(after or {})}
+        outputs = (
+            "rows_total",
+            "rows_embedded",
+            "rows_skipped",
+            "chunks_per_second",
+            "model_dimensions",
+            "index_name",
+            "index_action",
+            "index_seconds",
+        )
+        super().__init__(ReindexProvider(), name, inputs, outputs, opts)
+
+
+class MigrationCheck(_StepResource, module="qckstrt", name="MigrationCheck"):
+    """Step 4 as a resource; `after` carries every earlier step's ``run_id``."""
+
+    ok: pulumi.Output[bool]
+
+    def __init__(
+        self,
+        name: str,
+        connection: Connection,
+        source_secret_arn: pulumi.Input[str],
+        after: Mapping[str, pulumi.Input[str]],
+        schemas: list[str] | None = None,
+        revision: int = 0,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        inputs = {
+            **connection.inputs(),
+            "source_secret_arn": source_secret_arn,
+            "schemas": schemas or ["public"],
+            "revision": revision,
+            "after": dict(after),
+        }
+        outputs = ("ok", "tables", "rows", "import_state")
+        super().__init__(MigrationCheckProvider(), name, inputs, outputs, opts)
+
+
+PROVIDERS: dict[str, Callable[[], _StepProvider]] = {
+    "PgvectorExtension": PgvectorExtensionProvider,
+    "DataImport": DataImportProvider,
+    "Reindex": ReindexProvider,
+    "MigrationCheck": MigrationCheckProvider,
+}
