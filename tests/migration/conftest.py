@@ -1,75 +1,15 @@
-"""Fixtures: one embedded source server and one SSL-only target server per session.
+"""Fixtures of the data-step tests: fresh databases on the session's servers.
 
-Start-up cost is paid once: each test gets fresh databases (the Supabase-shaped source is copied
-from a template database, which takes milliseconds).
+The servers themselves (`servers`) come from the root conftest, shared with ``tests/e2e``.
 """
 
 from __future__ import annotations
 
-import itertools
-import secrets
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-
-import psycopg
 import pytest
 
-from migration.local import LocalPostgres
-from tests.migration.supabase_source import DATA_SQL, SCHEMA_SQL, roles_sql
-from tests.migration.tlsproxy import TLSProxy
+from tests.databases import MASTER, TEMPLATE, Servers
 
-TEMPLATE = "supabase_template"
-MASTER = "rdsmaster"
-_counter = itertools.count()
-
-
-@dataclass
-class Servers:
-    """The session's servers and the target's master credentials."""
-
-    source: LocalPostgres
-    target: LocalPostgres
-    proxy: TLSProxy
-    master_password: str
-
-    def source_db(self) -> tuple[str, str]:
-        """A fresh copy of the Supabase-shaped source: (dbname, superuser URL)."""
-        name = f"src_{next(_counter)}"
-        self.source.create_database(name, template=TEMPLATE)
-        return name, self.source.url(name)
-
-    def target_db(self) -> tuple[str, str]:
-        """A fresh empty target database owned by the master role: (dbname, SSL URL)."""
-        name = f"tgt_{next(_counter)}"
-        self.target.create_database(name)
-        self.target.create_master_role(MASTER, self.master_password, name)
-        return name, self.target_url(name)
-
-    def target_url(self, dbname: str, password: str | None = None, sslmode: str = "require") -> str:
-        pw = password if password is not None else self.master_password
-        return f"postgresql://{MASTER}:{pw}@127.0.0.1:{self.proxy.port}/{dbname}?sslmode={sslmode}"
-
-
-@pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    base: Path = tmp_path_factory.mktemp("pg")
-    source = LocalPostgres(base / "source", fast=True).start()
-    target = LocalPostgres(base / "target", fast=True).start()
-    proxy = TLSProxy(target.port)
-    try:
-        with source.superuser() as conn:
-            conn.execute(roles_sql())
-        source.create_database(TEMPLATE)
-        with source.superuser(TEMPLATE) as conn:
-            conn.execute(SCHEMA_SQL)
-            psycopg.ClientCursor(conn).execute(DATA_SQL, {"users": 500, "docs": 500})
-            conn.execute("ANALYZE")
-        yield Servers(source, target, proxy, secrets.token_urlsafe(12))
-    finally:
-        proxy.close()
-        source.stop()
-        target.stop()
+__all__ = ["MASTER", "TEMPLATE", "Servers"]
 
 
 @pytest.fixture
