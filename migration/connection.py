@@ -48,7 +48,10 @@ _SSL_REFUSED = ("no pg_hba.conf entry", "SSL off", "no encryption")
 def mask_url(url: str) -> str:
     """Return `url` with any password replaced by ``***`` (URL or key=value form)."""
     if "://" in url:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # malformed (an unclosed IPv6 bracket, ...): mask what looks like one
+            return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
         if parts.password is None:
             return re.sub(r"password=[^&\s]*", "password=***", url)
         netloc = parts.netloc.rsplit("@", 1)
@@ -180,3 +183,27 @@ def connect(endpoint: Endpoint, autocommit: bool = False) -> Conn:
 def server_major(conn: Conn) -> int:
     """The server's major version (16 for 16.4)."""
     return conn.info.server_version // 10000
+
+
+def database_identity(conn: Conn) -> tuple[str, str]:
+    """What tells two databases apart whatever the URL: the server's start time and the name.
+
+    Two URLs can name one database (a hostname and an IP, a proxy, a tunnel), so URLs are not
+    compared. The postmaster's start time (microseconds) differs between any two servers in
+    practice, and any role may read it, unlike the cluster's system identifier.
+    """
+    row = conn.execute("SELECT pg_postmaster_start_time()::text, current_database()").fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1])
+
+
+def refuse_same_database(source: Conn, target: Conn) -> None:
+    """Stop before anything is written when the target is the source itself.
+
+    :raises ConfigError: both connections reach one database.
+    """
+    if database_identity(source) == database_identity(target):
+        raise ConfigError(
+            "the target is the source database itself (same server and database): point "
+            "TARGET_DATABASE_URL at the new RDS database; nothing was changed"
+        )

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
-from migration.connection import Conn, Endpoint
+from migration.connection import Conn, Endpoint, refuse_same_database
 from migration.errors import ExtensionUnavailable
 from migration.progress import NullReporter, Reporter
 
@@ -155,6 +155,8 @@ def setup_extension(
     if source is not None:
         with source.connect(autocommit=True) as sconn:
             layout = read_source_layout(sconn)
+            with target.connect(autocommit=True) as tcheck:
+                refuse_same_database(sconn, tcheck)
     schema = vector_schema or layout.vector_schema
     ext_schema = EXTENSIONS_SCHEMA if layout.uses_extensions_schema else None
     notes: list[str] = []

@@ -27,7 +27,7 @@ from psycopg import errors, sql
 
 from migration import state, supabase
 from migration.backup import BackupLocation, Sink, run_pg_dump
-from migration.connection import Conn, Endpoint, server_major
+from migration.connection import Conn, Endpoint, refuse_same_database, server_major
 from migration.errors import (
     ConfigError,
     ImportFailed,
@@ -98,6 +98,8 @@ class ImportOptions:
             raise ConfigError(f"on_existing must be fail or replace, not {self.on_existing!r}")
         if not self.schemas:
             raise ConfigError("no application schema given")
+        if self.backup:
+            BackupLocation(self.backup)  # validates the form now, before any connection
 
 
 @dataclass
@@ -447,7 +449,13 @@ def import_database(
                 f"schema {', '.join(repr(s) for s in missing)} does not exist on the source "
                 f"{source.masked}: check --schemas"
             )
+        refuse_same_database(snap, tconn)
         tables = _tables(snap, schemas)
+        if not tables:
+            raise PreflightError(
+                f"the source {source.masked} has no tables in schema(s) {', '.join(schemas)}: "
+                "check the source URL (database name) and --schemas; nothing was changed"
+            )
         tools = find_pg_tools(server_major(snap), opts.pg_dump)
         rep.info(f"pg_dump {tools.version} ({tools.pg_dump})")
         by_oid = supabase.classify(snap, schemas)

@@ -17,7 +17,7 @@ from typing import Any
 from psycopg import errors, sql
 
 from migration import state
-from migration.connection import Conn, Endpoint
+from migration.connection import Conn, Endpoint, refuse_same_database
 from migration.errors import UnknownSchema, VerificationFailed
 from migration.progress import NullReporter, Reporter
 
@@ -108,6 +108,7 @@ def verify(
     schemas = schemas or ["public"]
     skip = DEFAULT_LEFT_OUT if left_out_columns is None else left_out_columns
     with source.connect(autocommit=True) as sconn, target.connect(autocommit=True) as tconn:
+        refuse_same_database(sconn, tconn)
         run = state.read(tconn)
         import_state = "none" if run is None else run.status
         report = VerifyReport(ok=False, import_state=import_state)
