@@ -131,6 +131,3 @@ class LocalAws(AwsMocks):
         outs = dict(updated.outs or {})
         self.calls.append(StepCall(kind, args.name, "update", news, outs))
         return f"{kind}-id", outs
-
-    def outputs_by_name(self) -> dict[str, dict[str, Any]]:
-        return {call.name: call.outputs for call in self.calls}

