@@ -3,10 +3,15 @@
 Why an advisory lock and not a lock file: two operators (or CI and a laptop) can run against one
 RDS instance from different machines; only the database sees both. A session lock is released by
 the server when the holder's connection ends, so a killed run never leaves a stale lock behind.
+
+The lock is re-entrant per thread: `qckstrt-migrate run` holds it across its four steps, and each
+step's own `target_lock` inside it passes through instead of waiting for itself. Another thread
+or process still waits (or fails fast), so two providers or two runs never write at once.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,13 +45,32 @@ def holder(conn: Conn) -> str:
     )
 
 
+_held = threading.local()
+
+
+def _depth() -> dict[str, int]:
+    if not hasattr(_held, "depth"):
+        _held.depth = {}
+    depth: dict[str, int] = _held.depth
+    return depth
+
+
 @contextmanager
-def target_lock(endpoint: Endpoint, wait_seconds: float = 0.0) -> Iterator[Conn]:
-    """Hold the target's lock for the duration of a step.
+def target_lock(endpoint: Endpoint, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold the target's lock for the duration of a step (re-entrant within one thread).
 
     :param wait_seconds: how long to wait for a running step to finish; 0 fails at once.
     :raises TargetBusy: naming the session that holds the lock.
     """
+    key = endpoint.identity()
+    depth = _depth()
+    if depth.get(key):
+        depth[key] += 1
+        try:
+            yield
+        finally:
+            depth[key] -= 1
+        return
     conn = endpoint.connect(autocommit=True)
     try:
         deadline = time.monotonic() + max(0.0, wait_seconds)
@@ -61,6 +85,10 @@ def target_lock(endpoint: Endpoint, wait_seconds: float = 0.0) -> Iterator[Conn]
                     "if it is gone, its lock is released when its connection closes"
                 )
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-        yield conn
+        depth[key] = 1
+        try:
+            yield
+        finally:
+            depth.pop(key, None)
     finally:
         conn.close()

@@ -17,13 +17,21 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import errors, sql
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from migration import state, supabase
 from migration.backup import BackupLocation, Sink, run_pg_dump
@@ -39,6 +47,7 @@ from migration.errors import (
     UnknownSchema,
 )
 from migration.extension import read_source_layout
+from migration.lock import target_lock
 from migration.pgtools import (
     PgTools,
     SqlItem,
@@ -52,6 +61,7 @@ from migration.progress import NullReporter, Reporter
 from migration.supabase import LeftOut
 
 OnExisting = Literal["fail", "replace"]
+T = TypeVar("T")
 
 # TOC entries never replayed: schemas and extensions are made by the engine (step 1 and
 # CREATE SCHEMA IF NOT EXISTS), the rest is Supabase's or cluster-level.
@@ -81,6 +91,9 @@ class ImportOptions:
     :param restart: discard the progress of an interrupted import and start again.
     :param dry_run: read and report, write nothing.
     :param pg_dump: a pg_dump to use instead of the newest suitable one.
+    :param lock_wait_seconds: how long to wait for another run's lock on the target.
+    :param retries: how often a table copy or post-data statement is retried after a lost
+        connection (with exponential backoff) before the import stops; a re-run resumes.
     """
 
     schemas: list[str] = field(default_factory=lambda: ["public"])
@@ -90,8 +103,12 @@ class ImportOptions:
     restart: bool = False
     dry_run: bool = False
     pg_dump: str | None = None
+    lock_wait_seconds: float = 0.0
+    retries: int = 3
 
     def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ConfigError(f"retries must be 0 or more, not {self.retries}")
         if self.jobs < 1:
             raise ConfigError(f"jobs must be at least 1, not {self.jobs}")
         if self.on_existing not in ("fail", "replace"):
@@ -312,9 +329,59 @@ class _Workers:
                 self._all.append(conn)
         return conn
 
+    def forget_thread(self) -> None:
+        """Drop this thread's connections (one was lost); the next call opens fresh ones."""
+        for attr in ("src", "tgt"):
+            conn: Conn | None = getattr(self._local, attr, None)
+            if conn is not None:
+                conn.close()
+                setattr(self._local, attr, None)
+
     def close(self) -> None:
         for conn in self._all:
             conn.close()
+
+
+class _ConnectionLost(Exception):
+    """A worker's connection died mid-statement (terminated, network, failover): retryable."""
+
+
+def _lost(exc: psycopg.Error, *conns: Conn) -> bool:
+    return isinstance(exc, psycopg.OperationalError) and any(c.broken or c.closed for c in conns)
+
+
+def _retrying(workers: _Workers, opts: ImportOptions, what: str, rep: Reporter) -> Retrying:
+    """Retry a unit of work whose connection was lost, with backoff, a bounded number of times."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        workers.forget_thread()
+        cause = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0
+        rep.info(
+            f"{what}: {cause}; retrying in {delay:.1f}s "
+            f"(attempt {state.attempt_number + 1} of {opts.retries + 1})"
+        )
+
+    return Retrying(
+        retry=retry_if_exception_type(_ConnectionLost),
+        stop=stop_after_attempt(opts.retries + 1),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
+def _with_retries(
+    workers: _Workers, opts: ImportOptions, what: str, rep: Reporter, work: Callable[[], T]
+) -> T:
+    try:
+        return _retrying(workers, opts, what, rep)(work)
+    except _ConnectionLost as exc:
+        workers.forget_thread()
+        raise ImportFailed(
+            f"{what}: {exc}, {opts.retries + 1} times: check the network and the server, then run "
+            "the import again (it resumes where it stopped)"
+        ) from None
 
 
 def _copy_table(workers: _Workers, table: Table, rep: Reporter) -> TableResult:
@@ -343,6 +410,8 @@ def _copy_table(workers: _Workers, table: Table, rep: Reporter) -> TableResult:
             seconds = time.monotonic() - started
             state.table_done(tgt, table.schema, table.name, rows, nbytes, seconds)
     except psycopg.Error as exc:
+        if _lost(exc, src, tgt):
+            raise _ConnectionLost(f"lost the connection while copying {table.label}") from exc
         raise ImportFailed(
             f"copying {table.label} failed: {exc.diag.message_primary or exc}"
         ) from exc
@@ -357,10 +426,22 @@ def _apply_item(workers: _Workers, item: SqlItem, rep: Reporter) -> None:
             conn.execute(item.sql)
             state.step_done(conn, _step_key(item))
     except psycopg.Error as exc:
+        if _lost(exc, conn):
+            raise _ConnectionLost(f"lost the connection during {item.kind} {item.name}") from exc
         raise ImportFailed(
             f"post-data {item.kind} {item.name} failed: {exc.diag.message_primary or exc}"
         ) from exc
     rep.advance("post-data", 1)
+
+
+def _apply_retrying(workers: _Workers, opts: ImportOptions, item: SqlItem, rep: Reporter) -> None:
+    _with_retries(
+        workers,
+        opts,
+        f"post-data {item.kind} {item.name}",
+        rep,
+        lambda: _apply_item(workers, item, rep),
+    )
 
 
 def _step_key(item: SqlItem) -> str:
@@ -427,6 +508,19 @@ def import_database(
     """
     opts = options or ImportOptions()
     rep = reporter or NullReporter()
+    with target_lock(target, opts.lock_wait_seconds):
+        try:
+            return _import(source, target, opts, rep)
+        except psycopg.OperationalError as exc:
+            # A main session was lost (the snapshot's, or the target's own): the work so far is
+            # recorded, so a re-run resumes.
+            cause = exc.diag.message_primary or str(exc).splitlines()[0]
+            raise ImportFailed(
+                f"lost a connection ({cause}): run the import again; it resumes where it stopped"
+            ) from exc
+
+
+def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Reporter) -> ImportReport:
     timings: dict[str, float] = {}
     began = time.monotonic()
     schemas = list(dict.fromkeys(opts.schemas))
@@ -661,7 +755,16 @@ def import_database(
                 results: dict[str, TableResult] = {}
                 if todo:
                     with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
-                        for res in pool.map(lambda t: _copy_table(workers, t, rep), todo):
+                        for res in pool.map(
+                            lambda t: _with_retries(
+                                workers,
+                                opts,
+                                f"copy {t.label}",
+                                rep,
+                                lambda: _copy_table(workers, t, rep),
+                            ),
+                            todo,
+                        ):
                             results[f"{res.schema}.{res.table}"] = res
                 for t in tables:
                     if t.label not in results:
@@ -695,9 +798,9 @@ def import_database(
                 first = [i for i in pending if i.kind in _FIRST_WAVE]
                 rest = [i for i in pending if i.kind not in _FIRST_WAVE]
                 with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
-                    list(pool.map(lambda i: _apply_item(workers, i, rep), first))
+                    list(pool.map(lambda i: _apply_retrying(workers, opts, i, rep), first))
                 for item in rest:
-                    _apply_item(workers, item, rep)
+                    _apply_retrying(workers, opts, item, rep)
                 rep.finish("post-data", f"post-data: {len(pending)} statements")
                 report.post_data = len(pending)
                 timings["post_data"] = round(time.monotonic() - t0, 3)
