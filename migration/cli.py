@@ -122,6 +122,18 @@ def _add_import(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pg-dump", default=_env("QCKSTRT_PG_DUMP"), help="pg_dump to use (QCKSTRT_PG_DUMP)"
     )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=int(_env("QCKSTRT_RETRIES", "3") or 3),
+        help="retries of a table copy after a lost connection (QCKSTRT_RETRIES; 3)",
+    )
+    p.add_argument(
+        "--lock-wait",
+        type=float,
+        default=float(_env("QCKSTRT_LOCK_WAIT", "0") or 0),
+        help="seconds to wait for another run's lock on the target (QCKSTRT_LOCK_WAIT; 0)",
+    )
 
 
 def _cmd_import(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
@@ -135,6 +147,8 @@ def _cmd_import(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
         restart=args.restart,
         dry_run=args.dry_run,
         pg_dump=args.pg_dump,
+        retries=args.retries,
+        lock_wait_seconds=args.lock_wait,
     )
     report = import_database(_endpoint(args, "source"), _endpoint(args, "target"), options, rep)
     return report.as_dict()

@@ -20,6 +20,7 @@ from psycopg import errors, sql
 
 from migration.connection import Conn, Endpoint, refuse_same_database
 from migration.errors import ExtensionUnavailable
+from migration.lock import target_lock
 from migration.progress import NullReporter, Reporter
 
 EXTENSIONS_SCHEMA = "extensions"
@@ -135,6 +136,7 @@ def setup_extension(
     *,
     vector_schema: str | None = None,
     reporter: Reporter | None = None,
+    lock_wait_seconds: float = 0.0,
 ) -> ExtensionReport:
     """Create or update `vector` on the target in the schema the source uses for it.
 
@@ -147,6 +149,8 @@ def setup_extension(
     :param source: read to learn where `vector` and the other extensions live; optional.
     :param vector_schema: overrides the schema for `vector` (default: the source's, or public).
     :param reporter: receives progress lines.
+    :param lock_wait_seconds: how long to wait for another run's lock on the target.
+    :raises TargetBusy: another run holds the target's lock.
     :raises ExtensionUnavailable: `vector` is not offered, or the role may not create it.
     :raises ConnectionFailed: a database cannot be reached.
     """
@@ -161,7 +165,7 @@ def setup_extension(
     ext_schema = EXTENSIONS_SCHEMA if layout.uses_extensions_schema else None
     notes: list[str] = []
 
-    with target.connect() as conn:
+    with target_lock(target, lock_wait_seconds), target.connect() as conn:
         default_version = _available(conn, "vector")
         if default_version is None:
             raise ExtensionUnavailable(REMEDY)
