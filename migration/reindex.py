@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import sql
 
 from migration.connection import Conn, Endpoint
@@ -30,7 +31,7 @@ from migration.embedder import Embedder, ModelSpec
 from migration.errors import ConfigError, MigrationError, PreflightError
 from migration.lock import target_lock
 from migration.models import DEFAULT_MODEL, known_dimensions
-from migration.progress import NullReporter, Reporter
+from migration.progress import NullReporter, Reporter, format_duration
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,6 +40,14 @@ if TYPE_CHECKING:
 STATE_SCHEMA = "qckstrt_migrate"
 STATE_TABLE = "embedding_state"
 DEFAULT_TABLE = "qckstrt_embeddings_vectors"
+#: A re-run right after a killed one may find the killed run's lock still held for a moment: its
+#: server session ends only once the server notices the dropped connection (through a proxy or
+#: tunnel, after the relay notices too). So the lock is always awaited at least this long; a
+#: genuinely running step holds it for minutes and still gets a clear TargetBusy.
+LOCK_GRACE_SECONDS = 5.0
+#: Let the server abandon a statement soon after our client dies (PostgreSQL 14+): otherwise a
+#: killed run's HNSW build goes on for its full duration, holding a lock on the table.
+CLIENT_CHECK_INTERVAL = "2s"
 #: Above this share of rows to re-embed, the vector index is dropped first and rebuilt after:
 #: updating rows under an HNSW index costs a graph insertion each.
 BULK_SHARE = 0.2
@@ -56,6 +65,12 @@ class ReindexSettings:
 
     :param expected_dimensions: the stack's ``vectorDimensions``; None skips that comparison.
     :param allow_dimension_change: permit rewriting ``vector(N)`` to the model's dimension.
+    :param batch_size: rows per read, per encode call and per write transaction (what a crash
+        can lose).
+    :param encode_batch_size: texts per forward pass of the model; 0 picks the device's
+        default (small on CPU, large on a GPU).
+    :param lock_wait_seconds: how long to wait for another run's lock; never less than
+        `LOCK_GRACE_SECONDS`, so a re-run straight after a killed run is not refused.
     """
 
     model: str = DEFAULT_MODEL
@@ -66,6 +81,7 @@ class ReindexSettings:
     text_column: str = "content"
     vector_column: str = "embedding"
     batch_size: int = 128
+    encode_batch_size: int = 0
     device: str = "cpu"
     allow_dimension_change: bool = False
     hnsw_m: int = 16
@@ -84,6 +100,8 @@ class ReindexSettings:
             raise ConfigError(f"index name {self.index_name!r} is longer than 63 characters")
         if not 1 <= self.batch_size <= 10_000:
             raise ConfigError(f"batch size {self.batch_size} is outside 1..10000")
+        if not 0 <= self.encode_batch_size <= 10_000:
+            raise ConfigError(f"encode batch size {self.encode_batch_size} is outside 0..10000")
         if not 2 <= self.hnsw_m <= 100:
             raise ConfigError(f"hnsw m {self.hnsw_m} is outside 2..100 (pgvector's range)")
         if (
@@ -140,6 +158,23 @@ class ReindexReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def summary(self) -> str:
+        """One line an operator (or a Pulumi log) reads to know what the step did."""
+        took = f"{self.seconds:.1f}s" if self.seconds < 60 else format_duration(self.seconds)
+        line = (
+            f"re-index of {self.table} done in {took}: "
+            f"{self.rows_total:,} rows seen, {self.rows_embedded:,} embedded, "
+            f"{self.rows_skipped:,} skipped (already current)"
+        )
+        if self.rows_embedded:
+            line += f", {self.chunks_per_second:,.1f} chunks/s"
+        line += f"; model {self.model} ({self.dimensions} dimensions, {self.device})"
+        if self.index is not None:
+            line += f"; index {self.index.name} {self.index.action}"
+            if self.index.action != "kept":
+                line += f" in {self.index.seconds:.1f}s"
+        return line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +356,20 @@ def _change_dimension(conn: Conn, s: ReindexSettings, column: _Column, new_dims:
         )
 
 
+def _watch_client(conn: Conn) -> None:
+    """Ask the server to end this session's statement once our process is gone.
+
+    Only a statement in progress needs it: an idle session ends when its connection drops. A
+    server before 14 has no such setting; the run proceeds without it.
+    """
+    with contextlib.suppress(psycopg.Error), conn.transaction():
+        conn.execute(
+            sql.SQL("SET client_connection_check_interval = {}").format(
+                sql.Literal(CLIENT_CHECK_INTERVAL)
+            )
+        )
+
+
 def _copy_payload(ids: list[str], vectors: npt.NDArray[np.float32], hashes: list[str]) -> bytes:
     """Binary COPY rows (id text, embedding vector, content_hash text), built without adapters.
 
@@ -350,6 +399,7 @@ class _Writer:
         self._s = s
         self._fingerprint = fingerprint
         self._conn = endpoint.connect()
+        _watch_client(self._conn)
         self._stage = sql.Identifier("qckstrt_reindex_stage")
         with self._conn.transaction():
             self._conn.execute(
@@ -404,6 +454,7 @@ def _read_todo(
 ) -> Iterator[list[tuple[str, str, str]]]:
     """Stream (id, text, md5) of the rows to embed, a batch at a time, via a server-side cursor."""
     with endpoint.connect() as conn:
+        _watch_client(conn)
         query = sql.SQL(
             "SELECT r.{id}::text, coalesce(r.{txt}, ''), md5(coalesce(r.{txt}, '')) "
         ).format(id=sql.Identifier(s.id_column), txt=sql.Identifier(s.text_column)) + _todo_filter(
@@ -493,7 +544,7 @@ def _pipeline(
             ids = [r[0] for r in batch]
             texts = [r[1] for r in batch]
             hashes = [r[2] for r in batch]
-            vectors = embedder.encode(texts, batch_size=min(64, s.batch_size))
+            vectors = embedder.encode(texts, batch_size=s.encode_batch_size)
             if not put(to_write, (ids, vectors, hashes)):
                 break
         put(to_write, None)
@@ -647,7 +698,9 @@ def reindex(
     reporter = reporter or NullReporter()
     spec = ModelSpec.parse(s.model)
     started = time.monotonic()
-    with target_lock(endpoint, s.lock_wait_seconds), endpoint.connect(autocommit=True) as conn:
+    lock_wait = max(s.lock_wait_seconds, LOCK_GRACE_SECONDS)
+    with target_lock(endpoint, lock_wait), endpoint.connect(autocommit=True) as conn:
+        _watch_client(conn)
         column = _vector_column(conn, s)
         _check_dimensions(s, column, known_dimensions(s.model))
         total, todo = _count(conn, s, spec.fingerprint)
@@ -685,7 +738,7 @@ def reindex(
                         f"dropping vector index {name} for the bulk update (rebuilt after)"
                     )
                     _drop_index(conn, s.schema, name)
-            reporter.start("reindex", f"embedding {s.table}", todo)
+            reporter.start("reindex", f"re-index {report.table}", todo)
             _pipeline(endpoint, s, embedder, report, reporter)
             reporter.finish(
                 "reindex", f"embedded {report.rows_embedded:,} rows in {report.embed_seconds:.1f}s"
@@ -706,4 +759,5 @@ def reindex(
     report.seconds = round(time.monotonic() - started, 3)
     if report.embed_seconds > 0:
         report.chunks_per_second = round(report.rows_embedded / report.embed_seconds, 1)
+    reporter.info(report.summary())
     return report

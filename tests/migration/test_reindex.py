@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -14,6 +15,8 @@ import pytest
 
 from migration.connection import Endpoint
 from migration.errors import PreflightError
+from migration.lock import LOCK_KEY, TargetBusy
+from migration.progress import LogReporter
 from migration.reindex import ReindexSettings, reindex
 from tests.migration.conftest import Servers
 
@@ -160,9 +163,39 @@ def test_cli_reindex_reports_json_and_refuses_bad_dimensions(
     report = json.loads(captured.out)
     assert report["rows_embedded"] == len(TEXTS)
     assert report["index"]["name"] == "qckstrt_embeddings_vectors_embedding_idx"
+    assert f"{len(TEXTS)} rows seen, {len(TEXTS)} embedded, 0 skipped" in captured.err
     assert servers.master_password not in captured.out + captured.err
 
     assert main(["reindex", "--model", MODEL, "--dimensions", "768"]) == 2
     err = capsys.readouterr().err
     assert "vectorDimensions is 768" in err or "dimensions 768" in err
     assert servers.master_password not in err
+
+
+def test_lock_left_by_a_killed_run_is_awaited_not_refused(servers: Servers) -> None:
+    """A killed run's session ends a moment after the kill; a re-run started at once waits."""
+    _, url = servers.target_db()
+    _create_table(url)
+    lingering = psycopg.connect(url, autocommit=True)
+    lingering.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+    threading.Timer(0.3, lingering.close).start()
+    lines: list[str] = []
+    report = reindex(Endpoint(url, "target"), _settings(), LogReporter(lines.append))
+    assert report.rows_embedded == len(TEXTS)
+    assert lines[-1].startswith("re-index of public.qckstrt_embeddings_vectors done in ")
+    assert f"{len(TEXTS)} rows seen, {len(TEXTS)} embedded, 0 skipped" in lines[-1]
+    assert "index qckstrt_embeddings_vectors_embedding_idx created" in lines[-1]
+
+
+def test_a_running_step_still_gets_target_busy(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import migration.reindex
+
+    monkeypatch.setattr(migration.reindex, "LOCK_GRACE_SECONDS", 0.2)
+    _, url = servers.target_db()
+    _create_table(url)
+    with psycopg.connect(url, autocommit=True) as running:
+        running.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        with pytest.raises(TargetBusy, match="another qckstrt-migrate run"):
+            reindex(Endpoint(url, "target"), _settings())
