@@ -13,17 +13,22 @@ Adding a subcommand: write ``_cmd_<name>(args, reporter) -> dict`` and register 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from migration.connection import DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, Endpoint
 from migration.errors import ConfigError, MigrationError, VerificationFailed
 from migration.models import DEFAULT_MODEL
 from migration.progress import RichReporter
 from migration.reindex import DEFAULT_TABLE
+
+if TYPE_CHECKING:
+    from migration.reindex import ReindexSettings
 
 Handler = Callable[[argparse.Namespace, RichReporter], dict[str, Any]]
 
@@ -170,8 +175,7 @@ def _cmd_verify(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
     return report.as_dict()
 
 
-def _add_reindex(p: argparse.ArgumentParser) -> None:
-    _common(p, source=False)
+def _reindex_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=_env("QCKSTRT_MODEL", DEFAULT_MODEL),
@@ -196,18 +200,23 @@ def _add_reindex(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=_env("QCKSTRT_DEVICE", "cpu"), help="cpu, cuda or auto")
     p.add_argument("--hnsw-m", type=int, default=16)
     p.add_argument("--hnsw-ef-construction", type=int, default=64)
+
+
+def _add_reindex(p: argparse.ArgumentParser) -> None:
+    _common(p, source=False)
+    _reindex_flags(p)
     p.add_argument(
         "--lock-wait",
         type=float,
-        default=0.0,
-        help="seconds to wait for another run's lock on the target (default 0)",
+        default=float(_env("QCKSTRT_LOCK_WAIT", "0") or 0),
+        help="seconds to wait for another run's lock on the target (QCKSTRT_LOCK_WAIT; 0)",
     )
 
 
-def _cmd_reindex(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
-    from migration.reindex import ReindexSettings, reindex
+def _reindex_settings(args: argparse.Namespace) -> ReindexSettings:
+    from migration.reindex import ReindexSettings
 
-    settings = ReindexSettings(
+    return ReindexSettings(
         model=args.model,
         expected_dimensions=args.dimensions,
         allow_dimension_change=args.allow_dimension_change,
@@ -221,14 +230,100 @@ def _cmd_reindex(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
         hnsw_ef_construction=args.hnsw_ef_construction,
         lock_wait_seconds=args.lock_wait,
     )
-    return reindex(_endpoint(args, "target"), settings, reporter=rep).as_dict()
+
+
+def _cmd_reindex(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+    from migration.reindex import reindex
+
+    return reindex(_endpoint(args, "target"), _reindex_settings(args), reporter=rep).as_dict()
+
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    _add_import(p)
+    _reindex_flags(p)
+    p.add_argument(
+        "--vector-schema",
+        default=_env("QCKSTRT_VECTOR_SCHEMA"),
+        help="schema for `vector` (QCKSTRT_VECTOR_SCHEMA; default: the source's, else public)",
+    )
+
+
+def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+    from migration.run import RunOptions, run_all
+
+    if args.dry_run or args.restart:
+        raise ConfigError("--dry-run and --restart belong to `qckstrt-migrate import`, not run")
+    options = RunOptions(
+        schemas=_schemas(args),
+        jobs=args.jobs,
+        backup=args.backup,
+        on_existing=args.on_existing,
+        retries=args.retries,
+        vector_schema=args.vector_schema,
+        reindex=_reindex_settings(args),
+        lock_wait_seconds=args.lock_wait,
+    )
+    source, target = _endpoint(args, "source"), _endpoint(args, "target")
+    return run_all(source, target, options, rep).as_dict()
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dir",
+        default=_env("QCKSTRT_DEMO_DIR", ".demo"),
+        help="where the two embedded servers keep their data (reused; default .demo)",
+    )
+    p.add_argument("--fresh", action="store_true", help="delete --dir first and start over")
+    p.add_argument(
+        "--chunks", type=int, default=1000, help="chunk rows to generate in the source (1000)"
+    )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep both servers running after the demo until Enter or Ctrl-C (to use psql)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+
+
+def _cmd_demo(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+    from pathlib import Path
+
+    from migration.demo import run_demo
+
+    if args.chunks < 1:
+        raise ConfigError(f"--chunks must be at least 1, not {args.chunks}")
+
+    def serve(report: Any) -> None:
+        rep.close()
+        _render("demo", asdict(report), rep)
+        print(
+            "servers running; connect with psql as shown above. Press Enter (or Ctrl-C) to stop.",
+            file=sys.stderr,
+        )
+        with contextlib.suppress(KeyboardInterrupt, EOFError):
+            input()
+
+    report = run_demo(
+        Path(args.dir),
+        fresh=args.fresh,
+        chunks=args.chunks,
+        reporter=rep,
+        keep_running=serve if args.serve else None,
+    )
+    return asdict(report)
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {
+    "run": ("steps 1-4 in order: what `pulumi up` runs", _add_run, _cmd_run),
     "extension": ("1. create/update pgvector on the target", _add_extension, _cmd_extension),
     "import": ("2. back up, then import schema and data", _add_import, _cmd_import),
-    "verify": ("3. compare row counts and checksums", _add_verify, _cmd_verify),
-    "reindex": ("4. re-embed every chunk and build the HNSW index", _add_reindex, _cmd_reindex),
+    "reindex": ("3. re-embed every chunk and build the HNSW index", _add_reindex, _cmd_reindex),
+    "verify": ("4. compare row counts and checksums", _add_verify, _cmd_verify),
+    "demo": (
+        "the whole migration on two embedded servers, no cloud account",
+        _add_demo,
+        _cmd_demo,
+    ),
 }
 
 
@@ -278,9 +373,67 @@ def _render(command: str, report: dict[str, Any], rep: RichReporter) -> None:
         console.print(
             "timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["timings"].items())
         )
+    elif command == "run":
+        _render_steps(console, report)
+    elif command == "demo":
+        _render_demo(console, report)
     else:
         for key, value in report.items():
             console.print(f"{key}: {value}", highlight=False)
+
+
+def _render_steps(console: Any, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table("step", "status", "seconds", "what it did", title="migration")
+    for step in report["steps"]:
+        table.add_row(
+            f"{step['number']}. {step['name']}",
+            step["status"],
+            f"{step['seconds']:.1f}" if step["status"] != "not run" else "",
+            step["summary"],
+        )
+    table.add_row("total", "", f"{report['seconds']:.1f}", "", style="bold")
+    console.print(table)
+
+
+def _render_demo(console: Any, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    if "run" not in report:  # a step failed: the report is the run's, so far
+        _render_steps(console, report)
+        return
+    _render_steps(console, report["run"])
+    hits = Table(
+        "rank", "distance", "chunk", "text", title=f"RAG retrieval for {report['user_email']}"
+    )
+    for hit in report["retrieval"]:
+        hits.add_row(
+            str(hit["rank"]),
+            f"{hit['distance']:.4f}",
+            hit["chunk_id"][-12:],
+            hit["content"][:90] + "...",
+        )
+    console.print(f"question: {report['question']!r} (embedded with the same model)")
+    console.print(hits)
+    from migration.demo import DIFFERENCES, MASTER, TARGET_DB
+
+    console.print("what this demo does differently from RDS:", highlight=False)
+    for line in DIFFERENCES:
+        console.print(f"  - {line}", highlight=False)
+    directory = report["directory"]
+    console.print(
+        f"data: {directory} (source/ and target/ clusters, backups/); "
+        f"{'seeded this run' if report['seeded'] else 'reused'}; {report['seconds']:.0f}s in all",
+        highlight=False,
+    )
+    console.print(
+        f'connect while `qckstrt-migrate demo --serve` runs: PGPASSWORD="$(cat '
+        f'{directory}/.target-master-password)" {report["psql"]} -h 127.0.0.1 '
+        f"-p {report['target_port']} -U {MASTER} {TARGET_DB}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     except MigrationError as exc:
         code = 2
         message = str(exc)
+        report = getattr(exc, "report", None)  # `run` keeps the steps done so far
     except KeyboardInterrupt:
         code = 130
         message = "interrupted; run the same command again to resume"

@@ -173,6 +173,24 @@ class ImportReport:
         return asdict(self)
 
 
+def _source_identity(conn: Conn, source: Endpoint) -> str:
+    """The source database as the cluster knows itself, not as this run's URL names it.
+
+    A resume must not be refused because a tunnel's local port or a host alias changed, so the
+    fingerprint records the cluster's system identifier and the database name (readable by any
+    role); only where the function is not granted does it fall back to host:port/dbname.
+    """
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT system_identifier::text, current_database() FROM pg_control_system()"
+            ).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return source.identity()
+    assert row is not None
+    return f"cluster {row[0]}/{row[1]}"
+
+
 def _tables(conn: Conn, schemas: list[str]) -> list[Table]:
     rows = conn.execute(
         "SELECT n.nspname, c.relname, "
@@ -557,7 +575,7 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
         layout = read_source_layout(snap)
 
         fingerprint = {
-            "source": source.identity(),
+            "source": _source_identity(snap, source),
             "schemas": schemas,
             "tables": sorted(t.label for t in tables),
         }

@@ -1,0 +1,186 @@
+"""The four data steps in order, as one command: what an operator runs from a bastion.
+
+Why a pipeline of existing steps and nothing more: each step is already idempotent and resumable,
+so "run" only has to order them, name them ("step 2/4: import"), stop at the first failure with
+the step's name, and hold the target's lock across all four so that no other run slips in
+between them. A second `run` on a migrated target does nothing and still passes verification.
+Order: pgvector, import, re-index, verify (verification leaves the embedding column out, since
+the re-index rewrites it; it runs last so that it checks the final state).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from migration.connection import Endpoint
+from migration.errors import MigrationError, VerificationFailed
+from migration.lock import target_lock
+from migration.progress import NullReporter, Reporter
+from migration.reindex import ReindexSettings
+
+STEPS = ("pgvector", "import", "re-index", "verify")
+
+
+class RunFailed(MigrationError):
+    """A step failed; `report` holds the steps so far (JSON-able)."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class RunOptions:
+    """Settings of the four steps (the CLI's flags; the same defaults as each step's own)."""
+
+    schemas: list[str] = field(default_factory=lambda: ["public"])
+    jobs: int = 2
+    backup: str | None = None
+    on_existing: str = "fail"
+    retries: int = 3
+    vector_schema: str | None = None
+    reindex: ReindexSettings = field(default_factory=ReindexSettings)
+    lock_wait_seconds: float = 0.0
+
+
+@dataclass
+class StepResult:
+    """One step's outcome: a one-line summary for the table, and the step's full report."""
+
+    number: int
+    name: str
+    status: str  # done | failed | not run
+    seconds: float = 0.0
+    summary: str = ""
+    report: dict[str, Any] | None = None
+
+
+@dataclass
+class RunReport:
+    """The four steps; `as_dict` is JSON-able."""
+
+    source: str
+    target: str
+    steps: list[StepResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status == "done" for s in self.steps)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def _extension(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    from migration.extension import setup_extension
+
+    return setup_extension(target, source, vector_schema=o.vector_schema, reporter=rep)
+
+
+def _import(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    from migration.transfer import ImportOptions, import_database
+
+    options = ImportOptions(
+        schemas=o.schemas,
+        jobs=o.jobs,
+        backup=o.backup,
+        on_existing=o.on_existing,  # type: ignore[arg-type]
+        retries=o.retries,
+    )
+    return import_database(source, target, options, rep)
+
+
+def _reindex(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    from migration.reindex import reindex
+
+    return reindex(target, o.reindex, reporter=rep)
+
+
+def _verify(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    from migration.verify import verify
+
+    return verify(source, target, o.schemas, reporter=rep)
+
+
+def _summary(name: str, r: dict[str, Any]) -> str:
+    """What a step did, in one line for the table."""
+    if name == "pgvector":
+        verb = "created" if r["vector_created"] else "updated" if r["vector_updated"] else "present"
+        return f"vector {r['vector_version']} {verb} in schema {r['vector_schema']}"
+    if name == "import":
+        rows = sum(t["rows"] for t in r["tables"])
+        if r["already_complete"]:
+            return f"already imported: {len(r['tables'])} tables, {rows:,} rows; nothing to do"
+        resumed = " (resumed)" if r["resumed"] else ""
+        backup = f"; backup {r['backup']}" if r["backup"] else ""
+        return f"{len(r['tables'])} tables, {rows:,} rows{resumed}{backup}"
+    if name == "re-index":
+        index = r.get("index") or {}
+        return (
+            f"{r['rows_embedded']:,} of {r['rows_total']:,} chunks embedded "
+            f"({r['chunks_per_second']:.1f}/s); index {index.get('name', '-')} "
+            f"{index.get('action', '-')}"
+        )
+    rows = sum(t["source_rows"] for t in r["tables"])
+    return f"{len(r['tables'])} tables, {rows:,} rows: counts and checksums match"
+
+
+Step = Callable[[Endpoint, Endpoint, RunOptions, Reporter], Any]
+_FUNCTIONS: dict[str, Step] = {
+    "pgvector": _extension,
+    "import": _import,
+    "re-index": _reindex,
+    "verify": _verify,
+}
+
+
+def run_all(
+    source: Endpoint,
+    target: Endpoint,
+    options: RunOptions | None = None,
+    reporter: Reporter | None = None,
+) -> RunReport:
+    """Run pgvector setup, import, re-index and verification, in that order.
+
+    :raises TargetBusy: another run holds the target (after `lock_wait_seconds`).
+    :raises VerificationFailed: step 4 found a difference; carries the run's report.
+    :raises RunFailed: another step failed; carries the run's report, names the step.
+    """
+    opts = options or RunOptions()
+    rep = reporter or NullReporter()
+    report = RunReport(source.masked, target.masked)
+    report.steps = [StepResult(i, name, "not run") for i, name in enumerate(STEPS, 1)]
+    began = time.monotonic()
+    with target_lock(target, opts.lock_wait_seconds):
+        for step in report.steps:
+            rep.info(f"step {step.number}/{len(STEPS)}: {step.name}")
+            t0 = time.monotonic()
+            try:
+                result = _FUNCTIONS[step.name](source, target, opts, rep).as_dict()
+            except VerificationFailed as exc:
+                step.status, step.seconds = "failed", round(time.monotonic() - t0, 3)
+                step.report = exc.report
+                step.summary = str(exc)
+                report.seconds = round(time.monotonic() - began, 3)
+                raise VerificationFailed(
+                    f"step {step.number}/{len(STEPS)} ({step.name}) failed: {exc}",
+                    report.as_dict(),
+                ) from exc
+            except MigrationError as exc:
+                step.status, step.seconds = "failed", round(time.monotonic() - t0, 3)
+                step.summary = str(exc)
+                report.seconds = round(time.monotonic() - began, 3)
+                raise RunFailed(
+                    f"step {step.number}/{len(STEPS)} ({step.name}) failed: {exc}",
+                    report.as_dict(),
+                ) from exc
+            step.status, step.seconds = "done", round(time.monotonic() - t0, 3)
+            step.report = result
+            step.summary = _summary(step.name, result)
+            rep.info(f"step {step.number}/{len(STEPS)}: {step.name}: {step.summary}")
+    report.seconds = round(time.monotonic() - began, 3)
+    return report
