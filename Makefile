@@ -30,6 +30,7 @@ install-local: $(VENV)/.installed-local
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 typecheck: install
 	$(BIN)/mypy
