@@ -70,9 +70,9 @@ class S3Sink:
         self.uri = f"s3://{bucket}/{key}"
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []
-        self._upload_id: str = client.create_multipart_upload(
-            Bucket=bucket, Key=key, ServerSideEncryption="AES256"
-        )["UploadId"]
+        # No ServerSideEncryption here: the bucket's default (SSE-KMS with the stack's key)
+        # applies; asking for AES256 would downgrade a whole-database backup to S3's own keys.
+        self._upload_id: str = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
 
     def _flush(self) -> None:
         number = len(self._parts) + 1

@@ -267,6 +267,47 @@ def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
     return run_all(source, target, options, rep).as_dict()
 
 
+def _add_restore(p: argparse.ArgumentParser) -> None:
+    _common(p, source=False)
+    p.add_argument(
+        "--from",
+        dest="location",
+        required=True,
+        help="the import's backup: s3://bucket/prefix-or-key or a directory/file",
+    )
+    p.add_argument(
+        "--on-existing",
+        choices=["fail", "replace"],
+        default="fail",
+        help="a target that holds the tables: fail (default) or replace after a --backup",
+    )
+    p.add_argument(
+        "--backup",
+        default=_env("QCKSTRT_BACKUP"),
+        help="where to keep the target's tables before --on-existing replace (QCKSTRT_BACKUP)",
+    )
+    p.add_argument(
+        "--lock-wait",
+        type=float,
+        default=float(_env("QCKSTRT_LOCK_WAIT", "0") or 0),
+        help="seconds to wait for another run's lock on the target (QCKSTRT_LOCK_WAIT; 0)",
+    )
+
+
+def _cmd_restore(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+    from migration.restore import restore
+
+    report = restore(
+        args.location,
+        _endpoint(args, "target"),
+        on_existing=args.on_existing,
+        backup=args.backup,
+        lock_wait_seconds=args.lock_wait,
+        reporter=rep,
+    )
+    return report.as_dict()
+
+
 def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dir",
@@ -319,6 +360,11 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Han
     "import": ("2. back up, then import schema and data", _add_import, _cmd_import),
     "reindex": ("3. re-embed every chunk and build the HNSW index", _add_reindex, _cmd_reindex),
     "verify": ("4. compare row counts and checksums", _add_verify, _cmd_verify),
+    "restore": (
+        "rollback: restore the import's backup into an empty target",
+        _add_restore,
+        _cmd_restore,
+    ),
     "demo": (
         "the whole migration on two embedded servers, no cloud account",
         _add_demo,

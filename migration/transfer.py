@@ -13,6 +13,7 @@ binaries have none; binary COPY moves vectors at half the bytes of pg_dump's tex
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 import threading
@@ -171,6 +172,33 @@ class ImportReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+MANIFEST = "manifest.json"
+
+
+def _write_manifest(
+    where: BackupLocation,
+    schemas: list[str],
+    toc: list[TocEntry],
+    kept: list[TocEntry],
+    extensions: dict[str, str],
+) -> None:
+    """Write, beside the dump, what the import left out: `restore` leaves out the same.
+
+    Entries are named by (kind, schema, name), not dump id: the backup is a second pg_dump run,
+    whose ids differ from those of the schema dump the decisions were made on.
+    """
+    kept_ids = {e.dump_id for e in kept}
+    manifest = {
+        "format": 1,
+        "schemas": schemas,
+        "extensions": extensions,
+        "left_out": sorted({(e.desc, e.schema, e.tag) for e in toc if e.dump_id not in kept_ids}),
+    }
+    sink = where.sink(MANIFEST)
+    sink.write(json.dumps(manifest, indent=1).encode())
+    sink.close()
 
 
 def _source_identity(conn: Conn, source: Endpoint) -> str:
@@ -737,6 +765,7 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
                 for s in schemas:
                     dump_args += ["--schema", f'"{s}"']
                 size = run_pg_dump(dump_args, env, sink, lambda n: rep.advance("backup", n))
+                _write_manifest(where, schemas, toc, kept, layout.extensions)
                 report.backup = sink.uri
                 rep.finish("backup", f"backup {sink.uri}: {size / 1e6:.1f} MB")
                 timings["backup"] = round(time.monotonic() - t0, 3)

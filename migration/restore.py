@@ -1,0 +1,331 @@
+"""Rollback: restore a backup written by the import into an empty target.
+
+Why through psycopg and not ``pg_restore --dbname``: RDS forces SSL and the embedded wheel's
+client binaries have none. So pg_restore only turns the archive into SQL (``--file=-``, no
+connection), and that SQL is applied through psycopg: statements as they come, ``COPY ... FROM
+stdin`` blocks streamed into ``cursor.copy``. Everything runs in one transaction, so a failed or
+interrupted restore leaves the target as it was.
+
+What the import left out (Supabase's policies, vault helpers, grants, ...) is left out again:
+the import writes ``manifest.json`` beside ``source.dump`` naming those entries. A dump without
+a manifest is restored with the rules that need no source catalog, and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+from psycopg import sql
+
+from migration.backup import BackupLocation
+from migration.connection import Conn, Endpoint
+from migration.errors import ConfigError, ImportFailed, PreflightError, TargetNotEmpty
+from migration.lock import target_lock
+from migration.pgtools import TocEntry, clean_sql, find_pg_tools, parse_toc
+from migration.progress import NullReporter, Reporter
+
+DUMP = "source.dump"
+MANIFEST = "manifest.json"
+#: Entries never replayed, as in the import: made by step 1 or Supabase's own.
+_ALWAYS_LEFT_OUT = {"SCHEMA", "EXTENSION", "DATABASE", "DATABASE PROPERTIES", "ACL", "DEFAULT ACL"}
+_NO_MANIFEST = {"PUBLICATION", "PUBLICATION TABLE", "PUBLICATION TABLES IN SCHEMA", "SUBSCRIPTION"}
+
+
+class RestoreFailed(ImportFailed):
+    """A statement of the backup failed on the target; nothing was kept (one transaction)."""
+
+
+@dataclass
+class RestoreReport:
+    """What was restored; `as_dict` is JSON-able."""
+
+    backup: str
+    target: str
+    manifest: bool
+    tables: dict[str, int] = field(default_factory=dict)
+    left_out: int = 0
+    replaced: list[str] = field(default_factory=list)
+    target_backup: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Backup:
+    """A located backup: the dump (a local file) and its manifest, if any."""
+
+    uri: str
+    dump: Path
+    manifest: dict[str, Any] | None
+
+
+def _newest_local(path: Path) -> tuple[Path, Path | None]:
+    if path.is_file():
+        return path, path.parent / MANIFEST
+    if not path.is_dir():
+        raise ConfigError(f"--from {path}: no such file or directory")
+    dumps = sorted(path.glob(f"**/{DUMP}"), key=lambda p: str(p.parent))
+    if not dumps:
+        raise ConfigError(f"--from {path}: no {DUMP} inside (is it the import's --backup folder?)")
+    return dumps[-1], dumps[-1].parent / MANIFEST
+
+
+def locate(location: str, workdir: Path, s3_client: Any | None = None) -> Backup:
+    """Find the newest backup at `location` (a dump, a run folder, or the --backup root).
+
+    :raises ConfigError: nothing there, or not a location this tool writes.
+    """
+    if location.startswith("s3://"):
+        return _locate_s3(location, workdir, s3_client)
+    if "://" in location:
+        raise ConfigError(f"--from {location!r}: use s3://bucket/key or a directory")
+    dump, manifest = _newest_local(Path(location))
+    doc = json.loads(manifest.read_text()) if manifest and manifest.exists() else None
+    return Backup(str(dump), dump, doc)
+
+
+def _locate_s3(location: str, workdir: Path, client: Any | None) -> Backup:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if client is None:
+        import boto3
+
+        client = boto3.client("s3")
+    bucket, _, key = location[5:].partition("/")
+    if not bucket:
+        raise ConfigError(f"--from {location!r} names no bucket")
+    try:
+        if not key.endswith(".dump"):
+            pages = client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=key.rstrip("/") + "/" if key else ""
+            )
+            keys = sorted(
+                o["Key"]
+                for page in pages
+                for o in page.get("Contents", [])
+                if o["Key"].endswith("/" + DUMP) or o["Key"] == DUMP
+            )
+            if not keys:
+                raise ConfigError(f"--from {location}: no {DUMP} under that prefix")
+            key = keys[-1]
+        dump = workdir / DUMP
+        client.download_file(bucket, key, str(dump))
+        manifest_key = key.rsplit("/", 1)[0] + "/" + MANIFEST if "/" in key else MANIFEST
+        doc = None
+        try:
+            body = client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read()
+            doc = json.loads(body)
+        except ClientError:
+            doc = None
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise ConfigError(
+            f"--from s3://{bucket}/{key}: cannot read it ({code}); check the bucket, the key and "
+            "s3:GetObject/ListBucket (and kms:Decrypt) rights"
+        ) from None
+    except BotoCoreError as exc:
+        raise ConfigError(f"--from {location}: cannot reach S3 ({exc})") from None
+    return Backup(f"s3://{bucket}/{key}", dump, doc)
+
+
+def _keep(toc: list[TocEntry], manifest: dict[str, Any] | None) -> tuple[list[TocEntry], int]:
+    """The entries to replay: the import's decisions from the manifest, else the fixed rules."""
+    left = {tuple(x) for x in (manifest or {}).get("left_out", [])}
+    dropped: set[int] = set()
+    for e in toc:
+        if (
+            e.desc in _ALWAYS_LEFT_OUT
+            or (e.desc, e.schema, e.tag) in left
+            or (manifest is None and e.desc in _NO_MANIFEST)
+        ):
+            dropped.add(e.dump_id)
+    changed = True
+    while changed:  # comments, data and the rest follow what they hang off
+        changed = False
+        for e in toc:
+            if e.dump_id not in dropped and any(
+                d in dropped and toc_by_id(toc, d).desc not in ("SCHEMA", "EXTENSION")
+                for d in e.depends
+            ):
+                dropped.add(e.dump_id)
+                changed = True
+    return [e for e in toc if e.dump_id not in dropped], len(dropped)
+
+
+def toc_by_id(toc: list[TocEntry], dump_id: int) -> TocEntry:
+    return next(e for e in toc if e.dump_id == dump_id)
+
+
+def _tables(kept: list[TocEntry]) -> list[tuple[str, str]]:
+    return [(e.schema, e.tag) for e in kept if e.desc == "TABLE"]
+
+
+def _existing(conn: Conn, tables: list[tuple[str, str]]) -> list[str]:
+    found = []
+    for schema, name in tables:
+        row = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{name}"',)).fetchone()
+        if row is not None and row[0] is not None:
+            found.append(f"{schema}.{name}")
+    return found
+
+
+def _apply(conn: Conn, script: IO[str], settings: set[str], rep: Reporter) -> dict[str, int]:
+    """Apply pg_restore's SQL: statements in batches, COPY blocks through ``cursor.copy``."""
+    counts: dict[str, int] = {}
+    pending: list[str] = []
+
+    def flush() -> None:
+        text = clean_sql("\n".join(pending), settings)
+        pending.clear()
+        if text.strip():
+            conn.execute(text)
+
+    for line in script:
+        if line.startswith("COPY ") and line.rstrip().endswith("FROM stdin;"):
+            flush()
+            table = line.split()[1]
+            rep.start(f"restore:{table}", f"restore {table}", None)
+            rows = 0
+            with conn.cursor().copy(line.rstrip().rstrip(";")) as copy:
+                for data in script:
+                    if data == "\\.\n" or data == "\\.":
+                        break
+                    copy.write(data)
+                    rows += 1
+                    if rows % 10_000 == 0:
+                        rep.advance(f"restore:{table}", 10_000)
+            counts[table] = rows
+            rep.finish(f"restore:{table}", f"restored {table}: {rows:,} rows")
+        else:
+            pending.append(line.rstrip("\n"))
+    flush()
+    return counts
+
+
+def restore(
+    location: str,
+    target: Endpoint,
+    *,
+    on_existing: str = "fail",
+    backup: str | None = None,
+    lock_wait_seconds: float = 0.0,
+    reporter: Reporter | None = None,
+    s3_client: Any | None = None,
+) -> RestoreReport:
+    """Restore the import's backup at `location` into `target`.
+
+    :param on_existing: ``fail`` refuses a target that holds any of the backup's tables;
+        ``replace`` backs those tables up to `backup` first, then replaces them.
+    :raises ConfigError: bad location, or ``replace`` without `backup`.
+    :raises TargetNotEmpty: the target holds the tables and `on_existing` is ``fail``.
+    :raises PreflightError: `vector` is missing where the backup's tables need it.
+    :raises RestoreFailed: a statement failed; the target is unchanged.
+    """
+    rep = reporter or NullReporter()
+    if on_existing not in ("fail", "replace"):
+        raise ConfigError(f"on_existing must be fail or replace, not {on_existing!r}")
+    if on_existing == "replace" and not backup:
+        raise ConfigError("--on-existing replace needs --backup to keep the target's tables")
+    where = BackupLocation(backup) if backup else None
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="qckstrt-restore-") as tmp:
+        found = locate(location, Path(tmp), s3_client)
+        rep.info(f"backup {found.uri}" + ("" if found.manifest else " (no manifest.json)"))
+        with target_lock(target, lock_wait_seconds), target.connect(autocommit=True) as conn:
+            # Any pg_restore at least as new as the target reads the archive (it only writes SQL).
+            tools = find_pg_tools(conn.info.server_version // 10000)
+            listing = subprocess.run(
+                [str(tools.pg_restore), "-l", "-v", str(found.dump)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if listing.returncode != 0:
+                raise ConfigError(
+                    f"{found.uri} is not a pg_dump archive: {listing.stderr.strip()[-300:]}"
+                )
+            kept, left = _keep(parse_toc(listing.stdout), found.manifest)
+            tables = _tables(kept)
+            report = RestoreReport(found.uri, target.masked, found.manifest is not None)
+            report.left_out = left
+            existing = _existing(conn, tables)
+            if existing and on_existing == "fail":
+                raise TargetNotEmpty(
+                    f"the target already holds {', '.join(existing)}: nothing was changed; use "
+                    "--on-existing replace (with --backup) to back them up and replace them"
+                )
+            vector_schema = ((found.manifest or {}).get("extensions") or {}).get("vector")
+            if vector_schema:
+                row = conn.execute(
+                    "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
+                    "ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
+                ).fetchone()
+                if row is None or row[0] != vector_schema:
+                    raise PreflightError(
+                        f"the target has no vector extension in schema {vector_schema}: run "
+                        "`qckstrt-migrate extension --target ...` first"
+                    )
+            if existing and where is not None:
+                from migration.transfer import _backup_target_tables
+
+                report.target_backup = _backup_target_tables(conn, existing, where)
+            settings = {str(r[0]).lower() for r in conn.execute("SELECT name FROM pg_settings")}
+            keep_list = Path(tmp) / "keep.list"
+            keep_list.write_text("\n".join(e.line for e in kept) + "\n")
+            proc = subprocess.Popen(
+                [
+                    str(tools.pg_restore),
+                    "--file=-",
+                    "--no-owner",
+                    "--no-privileges",
+                    "--no-publications",
+                    "--no-subscriptions",
+                    "--no-security-labels",
+                    "--no-tablespaces",
+                    "--use-list",
+                    str(keep_list),
+                    str(found.dump),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert proc.stdout is not None
+            try:
+                with conn.transaction():
+                    for label in existing:
+                        s, n = label.split(".", 1)
+                        conn.execute(
+                            sql.SQL("DROP TABLE {}.{} CASCADE").format(
+                                sql.Identifier(s), sql.Identifier(n)
+                            )
+                        )
+                    for schema in sorted({s for s, _ in tables}):
+                        conn.execute(
+                            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                        )
+                    report.tables = _apply(conn, proc.stdout, settings, rep)
+                    if proc.wait() != 0:
+                        err = (proc.stderr.read() if proc.stderr else "").strip()
+                        raise RestoreFailed(f"pg_restore failed: {err[-300:]}")
+            except psycopg.Error as exc:
+                raise RestoreFailed(
+                    f"restoring failed, nothing was changed: {exc.diag.message_primary or exc}"
+                ) from exc
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+            report.replaced = existing
+    report.seconds = round(time.monotonic() - began, 3)
+    rep.info(f"restore complete: {len(report.tables)} tables in {report.seconds:.1f}s")
+    return report
