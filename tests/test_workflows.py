@@ -63,8 +63,10 @@ def test_aws_through_oidc_never_access_keys(name: str) -> None:
     assert "AWS_ACCESS_KEY_ID" not in text and "aws-secret-access-key" not in text
     creds = [s for s in steps(load(name)) if "configure-aws-credentials" in s.get("uses", "")]
     assert creds
+    # Pull requests get the read-only preview role; only deploy jobs the deploy role.
+    role = "AWS_PREVIEW_ROLE_ARN" if name == "preview.yml" else "AWS_DEPLOY_ROLE_ARN"
     for step in creds:
-        assert step["with"]["role-to-assume"] == "${{ vars.AWS_DEPLOY_ROLE_ARN }}"
+        assert step["with"]["role-to-assume"] == "${{ vars." + role + " }}"
     assert load(name)["permissions"]["id-token"] == "write"
 
 
