@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -484,6 +485,9 @@ def _render_demo(console: Any, report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `qckstrt-migrate`; returns the exit status."""
+    # platformdirs (imported by the embedded server's package) warns about a desktop setting
+    # that means nothing here; the warning would be the first line a newcomer sees.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=UserWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     rep = RichReporter()
