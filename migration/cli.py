@@ -420,6 +420,21 @@ def _render(command: str, report: dict[str, Any], rep: RichReporter) -> None:
         console.print(
             "timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["timings"].items())
         )
+    elif command == "restore":
+        table = Table("table", "rows", title="restore")
+        for name, rows in report["tables"].items():
+            table.add_row(name, f"{rows:,}")
+        console.print(table)
+        console.print(
+            f"restored {report['backup']}: {len(report['tables'])} tables, {report['rows']:,} "
+            f"rows in {report['seconds']:.1f}s; left out as the import did: "
+            f"{report['left_out']} entries"
+            + ("" if report["manifest"] else " (no manifest.json: catalog-free rules only)")
+            + (f"; replaced {', '.join(report['replaced'])}" if report["replaced"] else "")
+            + (f"; kept in {report['target_backup']}" if report["target_backup"] else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
     elif command == "run":
         _render_steps(console, report)
     elif command == "demo":

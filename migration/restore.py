@@ -6,9 +6,11 @@ connection), and that SQL is applied through psycopg: statements as they come, `
 stdin`` blocks streamed into ``cursor.copy``. Everything runs in one transaction, so a failed or
 interrupted restore leaves the target as it was.
 
-What the import left out (Supabase's policies, vault helpers, grants, ...) is left out again:
-the import writes ``manifest.json`` beside ``source.dump`` naming those entries. A dump without
-a manifest is restored with the rules that need no source catalog, and the report says so.
+What the import left out (Supabase's policies, vault helpers, grants, ...) is left out again, by
+the import's own TOC filter: the import writes ``manifest.json`` beside ``source.dump`` naming the
+entries it decided to leave out (that decision needs the source's catalog, which a rollback may
+no longer reach). A dump without a manifest gets the filter's catalog-free rules only, and the
+report says so.
 """
 
 from __future__ import annotations
@@ -22,20 +24,19 @@ from pathlib import Path
 from typing import IO, Any
 
 import psycopg
-from psycopg import sql
+from psycopg import errors, sql
 
+from migration import supabase
 from migration.backup import BackupLocation
 from migration.connection import Conn, Endpoint
 from migration.errors import ConfigError, ImportFailed, PreflightError, TargetNotEmpty
 from migration.lock import target_lock
 from migration.pgtools import TocEntry, clean_sql, find_pg_tools, parse_toc
 from migration.progress import NullReporter, Reporter
+from migration.supabase import LeftOut
+from migration.transfer import MANIFEST, _backup_target_tables, _filter_toc
 
 DUMP = "source.dump"
-MANIFEST = "manifest.json"
-#: Entries never replayed, as in the import: made by step 1 or Supabase's own.
-_ALWAYS_LEFT_OUT = {"SCHEMA", "EXTENSION", "DATABASE", "DATABASE PROPERTIES", "ACL", "DEFAULT ACL"}
-_NO_MANIFEST = {"PUBLICATION", "PUBLICATION TABLE", "PUBLICATION TABLES IN SCHEMA", "SUBSCRIPTION"}
 
 
 class RestoreFailed(ImportFailed):
@@ -44,12 +45,19 @@ class RestoreFailed(ImportFailed):
 
 @dataclass
 class RestoreReport:
-    """What was restored; `as_dict` is JSON-able."""
+    """What was restored; `as_dict` is JSON-able.
+
+    :param tables: rows restored per table (``schema.table``).
+    :param left_out: TOC entries not replayed (as the import left them out).
+    :param replaced: the target's tables that were dropped and restored (``replace``).
+    :param target_backup: where those tables were kept first.
+    """
 
     backup: str
     target: str
     manifest: bool
     tables: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
     left_out: int = 0
     replaced: list[str] = field(default_factory=list)
     target_backup: str | None = None
@@ -68,11 +76,12 @@ class Backup:
     manifest: dict[str, Any] | None
 
 
-def _newest_local(path: Path) -> tuple[Path, Path | None]:
+def _newest_local(path: Path) -> tuple[Path, Path]:
     if path.is_file():
         return path, path.parent / MANIFEST
     if not path.is_dir():
         raise ConfigError(f"--from {path}: no such file or directory")
+    # Each import writes <location>/<UTC timestamp>/source.dump: the largest path is the newest.
     dumps = sorted(path.glob(f"**/{DUMP}"), key=lambda p: str(p.parent))
     if not dumps:
         raise ConfigError(f"--from {path}: no {DUMP} inside (is it the import's --backup folder?)")
@@ -82,6 +91,8 @@ def _newest_local(path: Path) -> tuple[Path, Path | None]:
 def locate(location: str, workdir: Path, s3_client: Any | None = None) -> Backup:
     """Find the newest backup at `location` (a dump, a run folder, or the --backup root).
 
+    S3 dumps are downloaded into `workdir` (pg_restore needs a seekable file to pick entries).
+
     :raises ConfigError: nothing there, or not a location this tool writes.
     """
     if location.startswith("s3://"):
@@ -89,7 +100,7 @@ def locate(location: str, workdir: Path, s3_client: Any | None = None) -> Backup
     if "://" in location:
         raise ConfigError(f"--from {location!r}: use s3://bucket/key or a directory")
     dump, manifest = _newest_local(Path(location))
-    doc = json.loads(manifest.read_text()) if manifest and manifest.exists() else None
+    doc = json.loads(manifest.read_text()) if manifest.exists() else None
     return Backup(str(dump), dump, doc)
 
 
@@ -122,8 +133,7 @@ def _locate_s3(location: str, workdir: Path, client: Any | None) -> Backup:
         manifest_key = key.rsplit("/", 1)[0] + "/" + MANIFEST if "/" in key else MANIFEST
         doc = None
         try:
-            body = client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read()
-            doc = json.loads(body)
+            doc = json.loads(client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
         except ClientError:
             doc = None
     except ClientError as exc:
@@ -137,42 +147,30 @@ def _locate_s3(location: str, workdir: Path, client: Any | None) -> Backup:
     return Backup(f"s3://{bucket}/{key}", dump, doc)
 
 
-def _keep(toc: list[TocEntry], manifest: dict[str, Any] | None) -> tuple[list[TocEntry], int]:
-    """The entries to replay: the import's decisions from the manifest, else the fixed rules."""
-    left = {tuple(x) for x in (manifest or {}).get("left_out", [])}
-    dropped: set[int] = set()
+def _keep(toc: list[TocEntry], manifest: dict[str, Any] | None) -> list[TocEntry]:
+    """The entries to replay: the import's filter, fed with the import's recorded decisions.
+
+    The manifest names entries by (kind, schema, name): the backup is a second pg_dump run
+    whose dump ids differ from the schema dump's. Catalog OIDs are the same (one source), so
+    the named entries become the OID-keyed decisions `_filter_toc` takes; entries it does not
+    know by kind (comments, grants of a left-out function) are dropped by name.
+    """
+    named = {tuple(x) for x in (manifest or {}).get("left_out", [])}
+    decided: dict[tuple[str, int], LeftOut] = {}
     for e in toc:
-        if (
-            e.desc in _ALWAYS_LEFT_OUT
-            or (e.desc, e.schema, e.tag) in left
-            or (manifest is None and e.desc in _NO_MANIFEST)
-        ):
-            dropped.add(e.dump_id)
-    changed = True
-    while changed:  # comments, data and the rest follow what they hang off
-        changed = False
-        for e in toc:
-            if e.dump_id not in dropped and any(
-                d in dropped and toc_by_id(toc, d).desc not in ("SCHEMA", "EXTENSION")
-                for d in e.depends
-            ):
-                dropped.add(e.dump_id)
-                changed = True
-    return [e for e in toc if e.dump_id not in dropped], len(dropped)
-
-
-def toc_by_id(toc: list[TocEntry], dump_id: int) -> TocEntry:
-    return next(e for e in toc if e.dump_id == dump_id)
-
-
-def _tables(kept: list[TocEntry]) -> list[tuple[str, str]]:
-    return [(e.schema, e.tag) for e in kept if e.desc == "TABLE"]
+        kind = supabase.TOC_KINDS.get(e.desc)
+        if kind and (e.desc, e.schema, e.tag) in named:
+            decided[(kind, e.oid)] = LeftOut(kind, f"{e.schema}.{e.tag}", "left out by the import")
+    kept, _ = _filter_toc(toc, decided)
+    return [e for e in kept if (e.desc, e.schema, e.tag) not in named]
 
 
 def _existing(conn: Conn, tables: list[tuple[str, str]]) -> list[str]:
     found = []
     for schema, name in tables:
-        row = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{name}"',)).fetchone()
+        row = conn.execute(
+            "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (schema, name)
+        ).fetchone()
         if row is not None and row[0] is not None:
             found.append(f"{schema}.{name}")
     return found
@@ -197,7 +195,7 @@ def _apply(conn: Conn, script: IO[str], settings: set[str], rep: Reporter) -> di
             rows = 0
             with conn.cursor().copy(line.rstrip().rstrip(";")) as copy:
                 for data in script:
-                    if data == "\\.\n" or data == "\\.":
+                    if data in ("\\.\n", "\\."):
                         break
                     copy.write(data)
                     rows += 1
@@ -223,8 +221,15 @@ def restore(
 ) -> RestoreReport:
     """Restore the import's backup at `location` into `target`.
 
+    Step 1 (`qckstrt-migrate extension`) must have run on the target: the backup's tables may
+    need `vector` in the schema the source had it in.
+
+    :param location: ``s3://bucket/key`` (a dump, or a prefix: its newest dump) or a directory
+        (the import's ``--backup`` folder or one run's folder) or the dump file itself.
     :param on_existing: ``fail`` refuses a target that holds any of the backup's tables;
-        ``replace`` backs those tables up to `backup` first, then replaces them.
+        ``replace`` keeps those tables in `backup` first, then drops what the backup creates
+        (``DROP ... IF EXISTS``, no CASCADE: an object outside the backup that depends on them
+        makes the restore fail and change nothing) and restores, in one transaction.
     :raises ConfigError: bad location, or ``replace`` without `backup`.
     :raises TargetNotEmpty: the target holds the tables and `on_existing` is ``fail``.
     :raises PreflightError: `vector` is missing where the backup's tables need it.
@@ -235,97 +240,127 @@ def restore(
         raise ConfigError(f"on_existing must be fail or replace, not {on_existing!r}")
     if on_existing == "replace" and not backup:
         raise ConfigError("--on-existing replace needs --backup to keep the target's tables")
-    where = BackupLocation(backup) if backup else None
+    where = BackupLocation(backup) if backup else None  # validates the form before any work
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="qckstrt-restore-") as tmp:
         found = locate(location, Path(tmp), s3_client)
         rep.info(f"backup {found.uri}" + ("" if found.manifest else " (no manifest.json)"))
         with target_lock(target, lock_wait_seconds), target.connect(autocommit=True) as conn:
-            # Any pg_restore at least as new as the target reads the archive (it only writes SQL).
-            tools = find_pg_tools(conn.info.server_version // 10000)
-            listing = subprocess.run(
-                [str(tools.pg_restore), "-l", "-v", str(found.dump)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if listing.returncode != 0:
-                raise ConfigError(
-                    f"{found.uri} is not a pg_dump archive: {listing.stderr.strip()[-300:]}"
-                )
-            kept, left = _keep(parse_toc(listing.stdout), found.manifest)
-            tables = _tables(kept)
-            report = RestoreReport(found.uri, target.masked, found.manifest is not None)
-            report.left_out = left
-            existing = _existing(conn, tables)
-            if existing and on_existing == "fail":
-                raise TargetNotEmpty(
-                    f"the target already holds {', '.join(existing)}: nothing was changed; use "
-                    "--on-existing replace (with --backup) to back them up and replace them"
-                )
-            vector_schema = ((found.manifest or {}).get("extensions") or {}).get("vector")
-            if vector_schema:
-                row = conn.execute(
-                    "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
-                    "ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
-                ).fetchone()
-                if row is None or row[0] != vector_schema:
-                    raise PreflightError(
-                        f"the target has no vector extension in schema {vector_schema}: run "
-                        "`qckstrt-migrate extension --target ...` first"
-                    )
-            if existing and where is not None:
-                from migration.transfer import _backup_target_tables
-
-                report.target_backup = _backup_target_tables(conn, existing, where)
-            settings = {str(r[0]).lower() for r in conn.execute("SELECT name FROM pg_settings")}
-            keep_list = Path(tmp) / "keep.list"
-            keep_list.write_text("\n".join(e.line for e in kept) + "\n")
-            proc = subprocess.Popen(
-                [
-                    str(tools.pg_restore),
-                    "--file=-",
-                    "--no-owner",
-                    "--no-privileges",
-                    "--no-publications",
-                    "--no-subscriptions",
-                    "--no-security-labels",
-                    "--no-tablespaces",
-                    "--use-list",
-                    str(keep_list),
-                    str(found.dump),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            assert proc.stdout is not None
-            try:
-                with conn.transaction():
-                    for label in existing:
-                        s, n = label.split(".", 1)
-                        conn.execute(
-                            sql.SQL("DROP TABLE {}.{} CASCADE").format(
-                                sql.Identifier(s), sql.Identifier(n)
-                            )
-                        )
-                    for schema in sorted({s for s, _ in tables}):
-                        conn.execute(
-                            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-                        )
-                    report.tables = _apply(conn, proc.stdout, settings, rep)
-                    if proc.wait() != 0:
-                        err = (proc.stderr.read() if proc.stderr else "").strip()
-                        raise RestoreFailed(f"pg_restore failed: {err[-300:]}")
-            except psycopg.Error as exc:
-                raise RestoreFailed(
-                    f"restoring failed, nothing was changed: {exc.diag.message_primary or exc}"
-                ) from exc
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait()
-            report.replaced = existing
+            report = _restore(conn, found, target, on_existing == "replace", where, Path(tmp), rep)
     report.seconds = round(time.monotonic() - began, 3)
-    rep.info(f"restore complete: {len(report.tables)} tables in {report.seconds:.1f}s")
+    rep.info(
+        f"restore complete: {len(report.tables)} tables, {report.rows:,} rows "
+        f"in {report.seconds:.1f}s"
+    )
+    return report
+
+
+def _restore(
+    conn: Conn,
+    found: Backup,
+    target: Endpoint,
+    replace: bool,
+    where: BackupLocation | None,
+    tmp: Path,
+    rep: Reporter,
+) -> RestoreReport:
+    # Any pg_restore at least as new as the target reads the archive (it only writes SQL).
+    tools = find_pg_tools(conn.info.server_version // 10000)
+    listing = subprocess.run(
+        [str(tools.pg_restore), "-l", "-v", str(found.dump)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if listing.returncode != 0:
+        raise ConfigError(f"{found.uri} is not a pg_dump archive: {listing.stderr.strip()[-300:]}")
+    toc = parse_toc(listing.stdout)
+    kept = _keep(toc, found.manifest)
+    tables = [(e.schema, e.tag) for e in kept if e.desc == "TABLE"]
+    report = RestoreReport(found.uri, target.masked, found.manifest is not None)
+    report.left_out = len(toc) - len(kept)
+    existing = _existing(conn, tables)
+    if existing and not replace:
+        raise TargetNotEmpty(
+            f"the target already holds {', '.join(existing)}: nothing was changed; restore into "
+            "an empty database, or use --on-existing replace --backup LOCATION to keep them "
+            "there and replace them"
+        )
+    vector_schema = ((found.manifest or {}).get("extensions") or {}).get("vector")
+    if vector_schema:
+        row = conn.execute(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
+            "ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
+        ).fetchone()
+        if row is None or row[0] != vector_schema:
+            raise PreflightError(
+                f"the target has no vector extension in schema {vector_schema}: run "
+                "`qckstrt-migrate extension --target ...` first"
+            )
+    if existing:
+        assert where is not None  # `restore` refuses replace without a backup location
+        report.target_backup = _backup_target_tables(conn, existing, where)
+        rep.info(
+            f"replacing {', '.join(existing)} (kept in {report.target_backup}); the backup's "
+            "other objects are dropped if they exist, all in one transaction"
+        )
+    settings = {str(r[0]).lower() for r in conn.execute("SELECT name FROM pg_settings")}
+    keep_list = tmp / "keep.list"
+    keep_list.write_text("\n".join(e.line for e in kept) + "\n")
+    args = [
+        str(tools.pg_restore),
+        "--file=-",
+        "--no-owner",
+        "--no-privileges",
+        "--no-publications",
+        "--no-subscriptions",
+        "--no-security-labels",
+        "--no-tablespaces",
+        "--use-list",
+        str(keep_list),
+    ]
+    if existing:
+        args += ["--clean", "--if-exists"]
+    with tempfile.TemporaryFile() as err:
+        # stderr to a file, not a pipe: a chatty pg_restore must never block on a full pipe
+        # while this side reads its stdout.
+        proc = subprocess.Popen(
+            [*args, str(found.dump)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            encoding="utf-8",
+        )
+        assert proc.stdout is not None
+        try:
+            with conn.transaction():
+                for schema in sorted({s for s, _ in tables}):
+                    conn.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                    )
+                report.tables = _apply(conn, proc.stdout, settings, rep)
+                if proc.wait() != 0:
+                    err.seek(0)
+                    lines = err.read().decode(errors="replace").strip().splitlines()
+                    raise RestoreFailed(
+                        f"pg_restore failed: {lines[-1] if lines else proc.returncode}; "
+                        "nothing was changed"
+                    )
+        except errors.DependentObjectsStillExist as exc:
+            detail = " ".join((exc.diag.message_detail or "").split())
+            raise RestoreFailed(
+                f"cannot replace: {exc.diag.message_primary}"
+                + (f" ({detail})" if detail else "")
+                + ": objects outside the backup depend on it; drop them first. Nothing was changed"
+            ) from exc
+        except psycopg.Error as exc:
+            raise RestoreFailed(
+                f"restoring failed, nothing was changed: {exc.diag.message_primary or exc}"
+            ) from exc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    report.replaced = existing
+    report.rows = sum(report.tables.values())
     return report

@@ -15,6 +15,8 @@ import yaml
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / ".github" / "workflows"
 PINNED = re.compile(r"^[\w.-]+/[\w.-]+@(v\d+\.\d+\.\d+|[0-9a-f]{40})$")
+# A commit pin names its release in a comment, so that a reviewer can tell what runs.
+SHA_LINE = re.compile(r"uses: [\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
 
 
 def load(name: str) -> dict[str, Any]:
@@ -41,6 +43,28 @@ def test_every_action_is_pinned_to_an_exact_version(name: str) -> None:
     for step in steps(load(name)):
         if "uses" in step:
             assert PINNED.match(step["uses"]), f"{name}: {step['uses']} is not pinned"
+    for line in (WORKFLOWS / name).read_text().splitlines():
+        if re.search(r"@[0-9a-f]{40}", line):
+            assert SHA_LINE.search(line.strip()), f"{name}: {line.strip()} names no release"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_venv_cache_cannot_serve_a_stale_or_broken_environment(name: str) -> None:
+    """The cached .venv links to one exact Python and holds what pyproject.toml and the Makefile
+    decide; on a hit its install stamps are refreshed so that make does not reinstall."""
+    for job in load(name)["jobs"].values():
+        job_steps: list[dict[str, Any]] = job["steps"]
+        [python] = [s for s in job_steps if s.get("uses", "").startswith("actions/setup-python@")]
+        [cache] = [s for s in job_steps if s.get("uses", "").startswith("actions/cache@")]
+        assert cache["with"]["path"] == ".venv"
+        key = cache["with"]["key"]
+        assert f"steps.{python['id']}.outputs.python-version" in key
+        assert "hashFiles('pyproject.toml', 'Makefile')" in key
+        index = job_steps.index(cache)
+        touch = job_steps[index + 1]
+        assert touch["if"] == f"steps.{cache['id']}.outputs.cache-hit == 'true'"
+        assert touch["run"].startswith("touch -c .venv/.torch .venv/.installed-test")
+        assert job_steps[index + 2]["run"].split()[:2] in (["make", "test"], ["make", "install"])
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -74,6 +98,8 @@ def test_preview_covers_both_stacks_one_at_a_time_and_comments() -> None:
     doc = load("preview.yml")
     assert set(doc["on"]) == {"pull_request"}
     job = doc["jobs"]["preview"]
+    # Forks' pull requests have no OIDC token or secrets: skipped, not failed.
+    assert job["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
     assert job["strategy"]["matrix"]["stack"] == ["staging", "prod"]
     assert "matrix.stack" in job["concurrency"]["group"]
     [pulumi] = [s for s in job["steps"] if s.get("uses", "").startswith("pulumi/actions@")]
@@ -113,6 +139,7 @@ def test_destroy_is_manual_staging_only_and_confirmed_first() -> None:
 def test_ci_runs_exactly_the_readme_command() -> None:
     doc = load("test.yml")
     runs = [s["run"] for s in steps(doc) if "run" in s]
-    assert runs == ["make test"]
+    # Besides the cache's stamp refresh, the only command is the README's.
+    assert [r for r in runs if not r.startswith("touch -c .venv/")] == ["make test"]
     ci = (WORKFLOWS.parents[1] / ".ci" / "run").read_text()
     assert ci.strip().splitlines()[-1] == "make test"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,35 @@ def test_deploy_role_may_read_only_the_stack_secrets() -> None:
         "arn:aws:secretsmanager:*:*:secret:qckstrt/*",
         "arn:aws:secretsmanager:*:*:secret:rds!*",
     }
+
+
+# pulumi_aws module -> the IAM service prefix its resources are managed through.
+SERVICE_OF_MODULE = {
+    "cloudwatch": "cloudwatch",
+    "ec2": "ec2",
+    "vpc": "ec2",
+    "iam": "iam",
+    "kms": "kms",
+    "rds": "rds",
+    "s3": "s3",
+    "secretsmanager": "secretsmanager",
+    "sns": "sns",
+}
+
+
+def test_deploy_role_covers_every_service_the_program_declares() -> None:
+    """A component using a new AWS service fails here until the deploy policy grants it."""
+    program = "\n".join(p.read_text() for p in (IAM.parent).glob("*.py"))
+    modules = set(re.findall(r"\baws\.([a-z0-9]+)\.[A-Z]", program))
+    assert modules, "no pulumi_aws resources found in infra/*.py"
+    unknown = modules - set(SERVICE_OF_MODULE)
+    assert not unknown, f"infra uses {sorted(unknown)}: add them to the deploy policy and here"
+    granted = {a.split(":", 1)[0] for st in statements("deploy-policy.json") for a in actions(st)}
+    for module in modules:
+        assert SERVICE_OF_MODULE[module] in granted, module
+
+
+def test_preview_role_reads_what_the_program_looks_up() -> None:
+    """Preview runs the program's lookups (zones, AMI, account) but changes nothing."""
+    granted = {a for st in statements("preview-policy.json") for a in actions(st)}
+    assert {"ec2:Describe*", "sts:GetCallerIdentity"} <= granted

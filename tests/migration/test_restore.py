@@ -10,6 +10,7 @@ import boto3
 import psycopg
 import pytest
 from moto import mock_aws
+from psycopg import sql
 
 from migration.cli import main
 from migration.connection import Endpoint
@@ -22,14 +23,14 @@ BUCKET = "stack-bucket"
 
 
 @pytest.fixture
-def imported(servers: Servers, tmp_path: Path) -> tuple[Endpoint, Path]:
-    """A source imported once with its backup in a folder: (source, backup root)."""
+def imported(servers: Servers, tmp_path: Path) -> tuple[Endpoint, Path, Endpoint]:
+    """A source imported once with its backup in a folder: (source, backup root, its target)."""
     _, source_url = servers.source_db()
     _, target_url = servers.target_db()
     src, tgt = Endpoint(source_url, "source"), Endpoint(target_url, "target")
     setup_extension(tgt, src)
     import_database(src, tgt, ImportOptions(backup=str(tmp_path / "backups")))
-    return src, tmp_path / "backups"
+    return src, tmp_path / "backups", tgt
 
 
 def _empty_target(servers: Servers, src: Endpoint) -> Endpoint:
@@ -49,14 +50,17 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_restore_from_a_folder_equals_the_source(
-    servers: Servers, imported: tuple[Endpoint, Path], capsys: pytest.CaptureFixture[str]
+    servers: Servers,
+    imported: tuple[Endpoint, Path, Endpoint],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    src, backups = imported
+    src, backups, _ = imported
     tgt = _empty_target(servers, src)
     assert main(["restore", "--from", str(backups), "--target", tgt.url, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["manifest"] is True and report["left_out"] > 0
     assert report["tables"]["public.qckstrt_embeddings_vectors"] > 0
+    assert report["rows"] == sum(report["tables"].values()) and report["replaced"] == []
     result = verify(src, tgt)
     assert result.ok
     with psycopg.connect(tgt.url) as conn:
@@ -72,7 +76,9 @@ def test_restore_from_a_folder_equals_the_source(
     assert nextval is not None and top is not None and nextval[0] > top[0]
 
 
-def test_restore_from_s3_picks_the_newest_backup(servers: Servers, aws: None) -> None:
+def test_restore_from_s3_picks_the_newest_backup(
+    servers: Servers, aws: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, source_url = servers.source_db()
     _, first_url = servers.target_db()
     src, first = Endpoint(source_url, "source"), Endpoint(first_url, "target")
@@ -82,6 +88,10 @@ def test_restore_from_s3_picks_the_newest_backup(servers: Servers, aws: None) ->
     tgt = _empty_target(servers, src)
     assert main(["restore", "--from", f"s3://{BUCKET}/migration/staging", "--target", tgt.url]) == 0
     assert verify(src, tgt).ok
+    # The summary an operator reads: which backup, and tables and rows restored.
+    err = capsys.readouterr().err
+    assert f"restored {report.backup}: {len(report.tables)} tables" in err
+    assert "rows in" in err and "left out as the import did" in err
     # The exact key works too, into another empty target.
     again = _empty_target(servers, src)
     assert main(["restore", "--from", report.backup, "--target", again.url]) == 0
@@ -97,9 +107,12 @@ def _tables(url: str) -> set[str]:
 
 
 def test_a_target_holding_the_tables_is_refused_and_left_alone(
-    servers: Servers, imported: tuple[Endpoint, Path], capsys: pytest.CaptureFixture[str]
+    servers: Servers,
+    imported: tuple[Endpoint, Path, Endpoint],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
-    src, backups = imported
+    src, backups, _ = imported
     tgt = _empty_target(servers, src)
     with psycopg.connect(tgt.url, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.users (id int); INSERT INTO public.users VALUES (1)")
@@ -107,6 +120,11 @@ def test_a_target_holding_the_tables_is_refused_and_left_alone(
     err = capsys.readouterr().err
     assert "already holds public.users" in err and "nothing was changed" in err
     assert _tables(tgt.url) == {"users"}
+    # A backup location alone (QCKSTRT_BACKUP set in the shell, say) never means replace.
+    args = ["restore", "--from", str(backups), "--target", tgt.url]
+    assert main([*args, "--backup", str(tmp_path / "kept")]) == 2
+    assert "already holds public.users" in capsys.readouterr().err
+    assert _tables(tgt.url) == {"users"} and not (tmp_path / "kept").exists()
     assert (
         main(["restore", "--from", str(backups), "--target", tgt.url, "--on-existing", "replace"])
         == 2
@@ -115,9 +133,9 @@ def test_a_target_holding_the_tables_is_refused_and_left_alone(
 
 
 def test_replace_keeps_the_old_tables_first(
-    servers: Servers, imported: tuple[Endpoint, Path], tmp_path: Path
+    servers: Servers, imported: tuple[Endpoint, Path, Endpoint], tmp_path: Path
 ) -> None:
-    src, backups = imported
+    src, backups, _ = imported
     tgt = _empty_target(servers, src)
     with psycopg.connect(tgt.url, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.users (id int); INSERT INTO public.users VALUES (1)")
@@ -126,6 +144,41 @@ def test_replace_keeps_the_old_tables_first(
     assert main([*args, "--on-existing", "replace", "--backup", str(keep)]) == 0
     assert verify(src, tgt).ok
     assert any(keep.rglob("*")), "the replaced table was not kept"
+
+
+def _rows(url: str, table: str) -> int:
+    query = sql.SQL("SELECT count(*) FROM public.{}").format(sql.Identifier(table))
+    with psycopg.connect(url) as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_replace_rolls_a_botched_import_back_in_one_transaction(
+    imported: tuple[Endpoint, Path, Endpoint],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The rollback case: the import's own target, damaged after the import, restored over."""
+    src, backups, tgt = imported
+    with psycopg.connect(tgt.url, autocommit=True) as conn:
+        conn.execute("DELETE FROM public.audit_logs")
+        # Something outside the backup that depends on a table it would replace.
+        conn.execute("CREATE VIEW public.user_ids AS SELECT id FROM public.users")
+    args = ["restore", "--from", str(backups), "--target", tgt.url, "--on-existing", "replace"]
+    assert main([*args, "--backup", str(tmp_path / "first")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and "user_ids" in err[0] and "Nothing was changed" in err[0]
+    assert _rows(tgt.url, "audit_logs") == 0 and _rows(tgt.url, "user_ids") > 0
+
+    with psycopg.connect(tgt.url, autocommit=True) as conn:
+        conn.execute("DROP VIEW public.user_ids")
+    assert main([*args, "--backup", str(tmp_path / "kept"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "public.audit_logs" in report["replaced"] and report["target_backup"]
+    assert verify(src, tgt).ok
+    # The emptied table as it was before the restore is kept beside the others.
+    assert list((tmp_path / "kept").rglob("public.audit_logs.copy"))
 
 
 @pytest.mark.parametrize(
