@@ -24,6 +24,20 @@ Kill points are one line each. Those of the re-index, for reuse (``su``: a super
 8. index swap, old index dropped, new one not yet renamed: ``DdlGate(su, "ALTER INDEX")``
 9. column rewritten to another dimension: ``DdlGate(su, "ALTER TABLE")``
 10. orphan state rows deleted, not yet committed: ``Gate(su, st, event="DELETE")``
+
+Those of the import (``su``: a target superuser URL, ``tb``/``sp``/``rn``: the import's state
+tables ``qckstrt_migrate.tables``/``steps``/``run``, which need not exist yet: a gate on a table
+that does not exist arms itself when the table is created, inside the creating transaction):
+
+11. backup's pg_dump running, nothing written: ``SequenceGate(source_su, "public.some_seq")``
+12. backup file holds data: ``file_has_data(backup_dir, "source.dump")``
+13. pre-data applied, not committed: ``DdlGate(su, "CREATE TABLE", when=created("..steps"))``
+14. a table's COPY started (after its TRUNCATE): ``Gate(su, t, timing="BEFORE", event="INSERT")``
+15. a table's rows copied, its state row not yet written: ``Gate(su, t, event="INSERT")``
+16. K tables committed, the next one's state written: ``Gate(su, tb, when="count >= K + 1")``
+17. sequences set, not recorded: ``Gate(su, sp, timing="BEFORE", event="INSERT")``
+18. N post-data statements committed: ``Gate(su, sp, event="INSERT", when="count >= N + 1")``
+19. everything done, the run not yet marked complete: ``Gate(su, rn, timing="BEFORE")``
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import psycopg
 from psycopg import sql
@@ -186,6 +200,37 @@ def sessions_gone(url: str, pids: Sequence[int]) -> Predicate:
     )
 
 
+def tool_sessions_gone(superuser_url: str) -> Predicate:
+    """True once no session of qckstrt-migrate is connected to the URL's database.
+
+    Why: after a SIGKILL the killed run's server sessions end on their own schedule (a parked
+    one only once its gate opens); once they are gone, the database holds everything the killed
+    run will ever have committed, so what a check reads then is the state a re-run starts from.
+    """
+    return _Query(
+        superuser_url,
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'qckstrt-migrate' AND pid <> pg_backend_pid())",
+        label="no qckstrt-migrate session left",
+    )
+
+
+class _FileHasData:
+    def __init__(self, directory: Path, name: str) -> None:
+        self._directory, self._name = directory, name
+
+    def __call__(self) -> bool:
+        return any(p.stat().st_size > 0 for p in self._directory.rglob(self._name))
+
+    def __repr__(self) -> str:
+        return f"a non-empty {self._name} under {self._directory}"
+
+
+def file_has_data(directory: Path, name: str) -> Predicate:
+    """True once a file called `name` somewhere under `directory` is not empty."""
+    return _FileHasData(directory, name)
+
+
 def index_build_running(url: str) -> Predicate:
     """True while some session is building an index (pg_stat_progress_create_index)."""
     return _Query(
@@ -195,6 +240,52 @@ def index_build_running(url: str) -> Predicate:
 
 # ---------------------------------------------------------------------------------------------
 # Gates
+
+
+class Stop(Protocol):
+    """A kill point: armed on entry, disarmed on exit; `reached` is polled by `kill_when`."""
+
+    parked_pids: list[int]
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def reached(self) -> bool: ...
+
+
+class Poll:
+    """A kill point that only observes (`predicate`): the step is not held there.
+
+    Why both kinds: a gate says exactly where the step stands, but only where the database sees
+    the step; a poll reaches points outside the database (a backup file being written).
+    """
+
+    def __init__(self, predicate: Predicate) -> None:
+        self._predicate = predicate
+        self.parked_pids: list[int] = []
+
+    def __repr__(self) -> str:
+        return repr(self._predicate)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def reached(self) -> bool:
+        return self._predicate()
 
 
 class _Parking:
@@ -286,6 +377,10 @@ class Gate(_Parking):
     def __repr__(self) -> str:
         return f"gate {self._timing} {self._event} when {self._when}"
 
+    def _exists(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+        row = conn.execute("SELECT to_regclass(%s)", (self._table.as_string(conn),)).fetchone()
+        return row is not None and row[0] is not None
+
     def _install(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         body = f"BEGIN IF ({self._when}) THEN {self._wait_sql()} END IF; RETURN NULL; END"
         conn.execute(
@@ -294,15 +389,40 @@ class Gate(_Parking):
                 "LANGUAGE plpgsql AS {}"
             ).format(sql.Literal(body))
         )
+        create = sql.SQL(
+            "CREATE TRIGGER qckstrt_test_gate " + self._timing + " " + self._event + " ON {} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION public.qckstrt_test_gate()"
+        ).format(self._table)
+        if self._exists(conn):
+            conn.execute(create)
+            return
+        # The step creates the table itself (the import's state tables, the tables of its
+        # pre-data): arm the gate from the end of that CREATE TABLE, in the step's own
+        # transaction, so it is in place before the first row can be written.
+        name = sql.Literal(self._table.as_string(conn))
+        arm = sql.SQL(
+            "BEGIN IF to_regclass({name}) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_trigger "
+            "WHERE tgname = 'qckstrt_test_gate' AND tgrelid = to_regclass({name})) "
+            "THEN EXECUTE {create}; END IF; END"
+        ).format(name=name, create=sql.Literal(create.as_string(conn)))
         conn.execute(
             sql.SQL(
-                "CREATE TRIGGER qckstrt_test_gate " + self._timing + " " + self._event + " ON {} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION public.qckstrt_test_gate()"
-            ).format(self._table)
+                "CREATE OR REPLACE FUNCTION public.qckstrt_test_gate_arm() "
+                "RETURNS event_trigger LANGUAGE plpgsql AS {}"
+            ).format(sql.Literal(arm.as_string(conn)))
+        )
+        conn.execute(
+            "CREATE EVENT TRIGGER qckstrt_test_gate_arm ON ddl_command_end "
+            "WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION public.qckstrt_test_gate_arm()"
         )
 
     def _remove(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        conn.execute(sql.SQL("DROP TRIGGER IF EXISTS qckstrt_test_gate ON {}").format(self._table))
+        conn.execute("DROP EVENT TRIGGER IF EXISTS qckstrt_test_gate_arm")
+        conn.execute("DROP FUNCTION IF EXISTS public.qckstrt_test_gate_arm()")
+        if self._exists(conn):
+            conn.execute(
+                sql.SQL("DROP TRIGGER IF EXISTS qckstrt_test_gate ON {}").format(self._table)
+            )
         conn.execute("DROP FUNCTION IF EXISTS public.qckstrt_test_gate()")
 
 
@@ -314,17 +434,22 @@ class DdlGate(_Parking):
     rewrite is rolled back and redone. Needs a superuser URL.
 
     :param tag: the command tag to stop at.
+    :param when: a boolean SQL expression, evaluated at the end of each such command (for
+        example `ddl_created`).
     """
 
-    def __init__(self, superuser_url: str, tag: str = "CREATE INDEX") -> None:
+    def __init__(self, superuser_url: str, tag: str = "CREATE INDEX", when: str = "true") -> None:
         super().__init__(superuser_url)
-        self._tag = tag
+        self._tag, self._when = tag, when
 
     def __repr__(self) -> str:
-        return f"gate at the end of {self._tag}"
+        return f"gate at the end of {self._tag} when {self._when}"
 
     def _install(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        body = f"BEGIN IF tg_tag = {sql.quote(self._tag)} THEN {self._wait_sql()} END IF; END"
+        body = (
+            f"BEGIN IF tg_tag = {sql.quote(self._tag)} AND ({self._when}) "
+            f"THEN {self._wait_sql()} END IF; END"
+        )
         conn.execute(
             sql.SQL(
                 "CREATE OR REPLACE FUNCTION public.qckstrt_test_ddl_gate() "
@@ -339,3 +464,67 @@ class DdlGate(_Parking):
     def _remove(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         conn.execute("DROP EVENT TRIGGER IF EXISTS qckstrt_test_ddl_gate")
         conn.execute("DROP FUNCTION IF EXISTS public.qckstrt_test_ddl_gate()")
+
+
+def ddl_created(identity: str) -> str:
+    """A `DdlGate` condition: the command just created the object `identity` (``schema.name``)."""
+    return (
+        sql.SQL("EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() WHERE object_identity = {})")
+        .format(sql.Literal(identity))
+        .as_string()
+    )
+
+
+class SequenceGate:
+    """Park a session that reads `sequence`, by holding an ACCESS EXCLUSIVE lock on it.
+
+    Why a sequence: pg_dump locks every table when it starts (the import's schema-only dump as
+    much as its backup), but reads a sequence's value only when it dumps data, and does so before
+    it writes any of a custom-format archive. A lock on a sequence therefore parks the backup's
+    pg_dump, and nothing before it. The lock comes from renaming the sequence in a transaction
+    that is rolled back on exit (LOCK TABLE refuses sequences); other sessions never see the new
+    name. Needs a superuser URL (or the sequence's owner).
+
+    :param sequence: schema-qualified, as ``regclass`` input (``public.audit_logs_id_seq``).
+    """
+
+    def __init__(self, superuser_url: str, sequence: str) -> None:
+        self._url, self._sequence = superuser_url, sequence
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._oid = 0
+        self.parked_pids: list[int] = []
+
+    def __repr__(self) -> str:
+        return f"a session waiting to read {self._sequence}"
+
+    def __enter__(self) -> Self:
+        self._conn = psycopg.connect(self._url, connect_timeout=10)
+        row = self._conn.execute("SELECT %s::regclass::oid", (self._sequence,)).fetchone()
+        assert row is not None
+        self._oid = int(str(row[0]))
+        self._conn.execute(
+            sql.SQL("ALTER SEQUENCE {} RENAME TO qckstrt_test_parked_seq").format(
+                sql.SQL(self._sequence)
+            )
+        )
+        return self
+
+    def reached(self) -> bool:
+        """True once a session waits for the sequence; records its pid in `parked_pids`."""
+        assert self._conn is not None, "use the gate as a context manager"
+        rows = self._conn.execute(
+            "SELECT pid FROM pg_locks WHERE relation = %s AND NOT granted", (self._oid,)
+        ).fetchall()
+        self.parked_pids = [int(str(r[0])) for r in rows]
+        return bool(rows)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._conn is not None:
+            self._conn.rollback()
+            self._conn.close()
+            self._conn = None
