@@ -8,6 +8,7 @@ versioned and encrypted as well).
 from __future__ import annotations
 
 import datetime
+import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
@@ -38,23 +39,31 @@ class Sink(Protocol):
 
 
 class FileSink:
-    """A file under a backup directory."""
+    """A file under a backup directory, written as ``<name>.partial`` and renamed when complete.
+
+    Why the rename: a run killed mid-dump (SIGKILL runs no cleanup) must not leave a truncated
+    file under the final name, where `restore` would take it for the newest good backup.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.uri = str(path)
-        self._file: IO[bytes] = path.open("wb")
+        self._partial = path.with_name(path.name + ".partial")
+        self._file: IO[bytes] = self._partial.open("wb")
 
     def write(self, data: bytes) -> None:
         self._file.write(data)
 
     def close(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
         self._file.close()
+        os.replace(self._partial, self.path)
 
     def abort(self) -> None:
         self._file.close()
-        self.path.unlink(missing_ok=True)
+        self._partial.unlink(missing_ok=True)
 
 
 class S3Sink:

@@ -6,6 +6,7 @@ PostgreSQL client binaries of the embedded wheel (which have none).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, sql
 from tenacity import (
     retry,
     retry_if_exception,
@@ -206,4 +207,24 @@ def refuse_same_database(source: Conn, target: Conn) -> None:
         raise ConfigError(
             "the target is the source database itself (same server and database): point "
             "TARGET_DATABASE_URL at the new RDS database; nothing was changed"
+        )
+
+
+#: Let the server abandon a statement soon after our client dies (PostgreSQL 14+): otherwise a
+#: killed run's long statement (an index build) goes on for its full duration, holding locks
+#: the re-run then waits on.
+CLIENT_CHECK_INTERVAL = "2s"
+
+
+def watch_client(conn: Conn) -> None:
+    """Ask the server to end this session's statement once our process is gone.
+
+    Only a statement in progress needs it: an idle session ends when its connection drops. A
+    server before 14 has no such setting; the run proceeds without it.
+    """
+    with contextlib.suppress(psycopg.Error), conn.transaction():
+        conn.execute(
+            sql.SQL("SET client_connection_check_interval = {}").format(
+                sql.Literal(CLIENT_CHECK_INTERVAL)
+            )
         )

@@ -21,6 +21,11 @@ from migration.errors import MigrationError
 
 #: One key for every data step of this tool ("qckstr" in ASCII).
 LOCK_KEY = 0x71636B737472
+#: A re-run right after a killed one may find the killed run's lock still held for a moment: its
+#: server session ends only once the server notices the dropped connection (through a proxy or
+#: tunnel, after the relay notices too). So the lock is always awaited at least this long; a
+#: genuinely running step holds it for minutes and still gets a clear TargetBusy.
+LOCK_GRACE_SECONDS = 5.0
 
 
 class TargetBusy(MigrationError):
@@ -59,7 +64,8 @@ def _depth() -> dict[str, int]:
 def target_lock(endpoint: Endpoint, wait_seconds: float = 0.0) -> Iterator[None]:
     """Hold the target's lock for the duration of a step (re-entrant within one thread).
 
-    :param wait_seconds: how long to wait for a running step to finish; 0 fails at once.
+    :param wait_seconds: how long to wait for a running step to finish; never less than
+        `LOCK_GRACE_SECONDS`, so a re-run straight after a killed run is not refused.
     :raises TargetBusy: naming the session that holds the lock.
     """
     key = endpoint.identity()
@@ -73,7 +79,7 @@ def target_lock(endpoint: Endpoint, wait_seconds: float = 0.0) -> Iterator[None]
         return
     conn = endpoint.connect(autocommit=True)
     try:
-        deadline = time.monotonic() + max(0.0, wait_seconds)
+        deadline = time.monotonic() + max(LOCK_GRACE_SECONDS, wait_seconds)
         while True:
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
             if row is not None and row[0]:

@@ -23,13 +23,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from psycopg import sql
 
-from migration.connection import Conn, Endpoint
+from migration.connection import Conn, Endpoint, watch_client
 from migration.embedder import Embedder, ModelSpec
 from migration.errors import ConfigError, MigrationError, PreflightError
-from migration.lock import target_lock
+from migration.lock import LOCK_GRACE_SECONDS, target_lock
 from migration.models import DEFAULT_MODEL, known_dimensions
 from migration.progress import NullReporter, Reporter, format_duration
 
@@ -40,14 +39,6 @@ if TYPE_CHECKING:
 STATE_SCHEMA = "qckstrt_migrate"
 STATE_TABLE = "embedding_state"
 DEFAULT_TABLE = "qckstrt_embeddings_vectors"
-#: A re-run right after a killed one may find the killed run's lock still held for a moment: its
-#: server session ends only once the server notices the dropped connection (through a proxy or
-#: tunnel, after the relay notices too). So the lock is always awaited at least this long; a
-#: genuinely running step holds it for minutes and still gets a clear TargetBusy.
-LOCK_GRACE_SECONDS = 5.0
-#: Let the server abandon a statement soon after our client dies (PostgreSQL 14+): otherwise a
-#: killed run's HNSW build goes on for its full duration, holding a lock on the table.
-CLIENT_CHECK_INTERVAL = "2s"
 #: Above this share of rows to re-embed, the vector index is dropped first and rebuilt after:
 #: updating rows under an HNSW index costs a graph insertion each.
 BULK_SHARE = 0.2
@@ -356,20 +347,6 @@ def _change_dimension(conn: Conn, s: ReindexSettings, column: _Column, new_dims:
         )
 
 
-def _watch_client(conn: Conn) -> None:
-    """Ask the server to end this session's statement once our process is gone.
-
-    Only a statement in progress needs it: an idle session ends when its connection drops. A
-    server before 14 has no such setting; the run proceeds without it.
-    """
-    with contextlib.suppress(psycopg.Error), conn.transaction():
-        conn.execute(
-            sql.SQL("SET client_connection_check_interval = {}").format(
-                sql.Literal(CLIENT_CHECK_INTERVAL)
-            )
-        )
-
-
 def _copy_payload(ids: list[str], vectors: npt.NDArray[np.float32], hashes: list[str]) -> bytes:
     """Binary COPY rows (id text, embedding vector, content_hash text), built without adapters.
 
@@ -399,7 +376,7 @@ class _Writer:
         self._s = s
         self._fingerprint = fingerprint
         self._conn = endpoint.connect()
-        _watch_client(self._conn)
+        watch_client(self._conn)
         self._stage = sql.Identifier("qckstrt_reindex_stage")
         with self._conn.transaction():
             self._conn.execute(
@@ -454,7 +431,7 @@ def _read_todo(
 ) -> Iterator[list[tuple[str, str, str]]]:
     """Stream (id, text, md5) of the rows to embed, a batch at a time, via a server-side cursor."""
     with endpoint.connect() as conn:
-        _watch_client(conn)
+        watch_client(conn)
         query = sql.SQL(
             "SELECT r.{id}::text, coalesce(r.{txt}, ''), md5(coalesce(r.{txt}, '')) "
         ).format(id=sql.Identifier(s.id_column), txt=sql.Identifier(s.text_column)) + _todo_filter(
@@ -610,14 +587,25 @@ def _build_index(
                 sql.Literal(s.parallel_workers)
             )
         )
+        # The operator class is qualified with the extension's schema: the database-level
+        # search_path that makes `extensions` visible is not there in every session (a database
+        # copied from a template loses it).
+        ext = conn.execute(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+            "WHERE e.extname = 'vector'"
+        ).fetchone()
+        opclass = sql.SQL("{}.vector_cosine_ops").format(
+            sql.Identifier(str(ext[0]) if ext else "public")
+        )
         conn.execute(
             sql.SQL(
-                "CREATE INDEX {idx} ON {t} USING hnsw ({col} vector_cosine_ops) "
+                "CREATE INDEX {idx} ON {t} USING hnsw ({col} {opclass}) "
                 "WITH (m = {m}, ef_construction = {ef})"
             ).format(
                 idx=sql.Identifier(building),
                 t=_qualified(s),
                 col=sql.Identifier(s.vector_column),
+                opclass=opclass,
                 m=sql.Literal(s.hnsw_m),
                 ef=sql.Literal(s.hnsw_ef_construction),
             )
@@ -700,7 +688,7 @@ def reindex(
     started = time.monotonic()
     lock_wait = max(s.lock_wait_seconds, LOCK_GRACE_SECONDS)
     with target_lock(endpoint, lock_wait), endpoint.connect(autocommit=True) as conn:
-        _watch_client(conn)
+        watch_client(conn)
         column = _vector_column(conn, s)
         _check_dimensions(s, column, known_dimensions(s.model))
         total, todo = _count(conn, s, spec.fingerprint)

@@ -36,7 +36,13 @@ from tenacity import (
 
 from migration import state, supabase
 from migration.backup import BackupLocation, Sink, run_pg_dump
-from migration.connection import Conn, Endpoint, refuse_same_database, server_major
+from migration.connection import (
+    Conn,
+    Endpoint,
+    refuse_same_database,
+    server_major,
+    watch_client,
+)
 from migration.errors import (
     ConfigError,
     ImportFailed,
@@ -366,6 +372,7 @@ class _Workers:
         conn: Conn | None = getattr(self._local, "tgt", None)
         if conn is None:
             conn = self.target.connect(autocommit=True)
+            watch_client(conn)  # a killed run's index build must not outlive it on the server
             conn.execute("SET synchronous_commit = off")
             conn.execute("SET maintenance_work_mem = '512MB'")
             if self.preamble.strip():
@@ -764,8 +771,9 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
                 ]
                 for s in schemas:
                     dump_args += ["--schema", f'"{s}"']
-                size = run_pg_dump(dump_args, env, sink, lambda n: rep.advance("backup", n))
+                # The manifest first: a dump is only ever complete with its manifest beside it.
                 _write_manifest(where, schemas, toc, kept, layout.extensions)
+                size = run_pg_dump(dump_args, env, sink, lambda n: rep.advance("backup", n))
                 report.backup = sink.uri
                 rep.finish("backup", f"backup {sink.uri}: {size / 1e6:.1f} MB")
                 timings["backup"] = round(time.monotonic() - t0, 3)

@@ -190,8 +190,10 @@ def test_lock_left_by_a_killed_run_is_awaited_not_refused(servers: Servers) -> N
 def test_a_running_step_still_gets_target_busy(
     servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import migration.lock
     import migration.reindex
 
+    monkeypatch.setattr(migration.lock, "LOCK_GRACE_SECONDS", 0.2)
     monkeypatch.setattr(migration.reindex, "LOCK_GRACE_SECONDS", 0.2)
     _, url = servers.target_db()
     _create_table(url)
