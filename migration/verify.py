@@ -10,6 +10,7 @@ The import's state is read first: a target whose import is not complete never pa
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -51,6 +52,9 @@ class VerifyReport:
     import_state: str
     tables: list[TableCheck] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
+    #: The sample similarity query: each sampled chunk's own vector, searched for with `<=>`
+    #: as the app searches, must find that chunk first (or an identical vector).
+    similarity: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,9 +165,63 @@ def verify(
                     report.mismatches.append(label)
                 rep.advance("verify", 1)
         rep.finish("verify", f"verified {len(tables)} tables")
+        if any(t == VECTOR_TABLE for _, t, _ in tables) and report.mismatches == []:
+            vector_schema = next(s for s, t, _ in tables if t == VECTOR_TABLE)
+            report.similarity = similarity_sample(tconn, vector_schema)
+            failed = [c for c in report.similarity if not c["ok"]]
+            for check in failed:
+                report.mismatches.append(
+                    f"nearest-neighbour search for chunk {check['id']} returned "
+                    f"{check['nearest']} at distance {check['distance']}, not the chunk itself"
+                )
+            if report.similarity:
+                rep.info(
+                    f"similarity: {len(report.similarity) - len(failed)} of "
+                    f"{len(report.similarity)} sampled chunks find themselves first"
+                )
     report.ok = not report.mismatches
     if not report.ok:
         raise VerificationFailed(
             f"source and target differ in {', '.join(report.mismatches)}", report.as_dict()
         )
     return report
+
+
+def similarity_sample(conn: Conn, schema: str, size: int = 5) -> list[dict[str, Any]]:
+    """Search for a few chunks by their own vector, the way the app searches (cosine, `<=>`).
+
+    Counts and checksums leave the embedding out (the re-index rewrites it), so this is the
+    check that the vectors and their index answer queries: every sampled chunk must come back
+    first, at distance 0 (an identical vector of a duplicate text counts too). ``ef_search`` is
+    raised for the check so that the approximate index does not miss by chance.
+    """
+    table = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(VECTOR_TABLE))
+    checks: list[dict[str, Any]] = []
+    with conn.transaction():
+        with contextlib.suppress(errors.UndefinedObject), conn.transaction():
+            conn.execute("SET LOCAL hnsw.ef_search = 200")
+        sample = conn.execute(
+            sql.SQL(
+                "SELECT id FROM {} WHERE embedding IS NOT NULL ORDER BY md5(id::text) LIMIT %s"
+            ).format(table),
+            (size,),
+        ).fetchall()
+        for (chunk_id,) in sample:
+            row = conn.execute(
+                sql.SQL(
+                    "WITH q AS (SELECT embedding AS v FROM {t} WHERE id = %s) "
+                    "SELECT id, embedding <=> (SELECT v FROM q) FROM {t} "
+                    "ORDER BY embedding <=> (SELECT v FROM q) LIMIT 1"
+                ).format(t=table),
+                (chunk_id,),
+            ).fetchone()
+            nearest, distance = (str(row[0]), float(row[1])) if row else ("nothing", 1.0)
+            checks.append(
+                {
+                    "id": str(chunk_id),
+                    "nearest": nearest,
+                    "distance": round(distance, 6),
+                    "ok": nearest == str(chunk_id) or distance < 1e-6,
+                }
+            )
+    return checks
