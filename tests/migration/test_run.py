@@ -95,3 +95,38 @@ def test_a_failing_step_is_named_and_later_steps_do_not_run(
     assert [s["status"] for s in report["steps"]] == ["failed", "not run", "not run", "not run"]
     assert "step 1/4 (pgvector) failed: pgvector is not available" in out.err
     assert tables == (0,)
+
+
+def test_a_later_failure_keeps_earlier_steps_and_the_rerun_resumes(
+    servers: Servers,
+    small_source: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, target = servers.target_db()
+    monkeypatch.setenv("SOURCE_DATABASE_URL", small_source)
+    monkeypatch.setenv("TARGET_DATABASE_URL", target)
+    args = ["run", "--model", MODEL, "--backup", str(tmp_path), "--json"]
+
+    assert main([*args, "--dimensions", "768"]) == 2
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert [s["status"] for s in report["steps"]] == ["done", "done", "failed", "not run"]
+    assert "step 3/4 (re-index) failed: qckstrt_embeddings_vectors.embedding is vector(384)" in (
+        out.err
+    )
+
+    # With the setting fixed, the import is not redone and the re-index picks up from there.
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["steps"][1]["report"]["already_complete"] is True
+    assert report["steps"][2]["report"]["rows_embedded"] == CHUNKS
+
+    # The source moved on after the migration: verification says so, with exit 1.
+    with psycopg.connect(small_source, autocommit=True) as conn:
+        conn.execute("INSERT INTO public.counters (name) VALUES ('late write')")
+    assert main(args) == 1
+    out = capsys.readouterr()
+    assert [s["status"] for s in json.loads(out.out)["steps"]][3] == "failed"
+    assert "step 4/4 (verify) failed" in out.err and "counters" in out.err

