@@ -503,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     # platformdirs (imported by the embedded server's package) warns about a desktop setting
     # that means nothing here; the warning would be the first line a newcomer sees.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=UserWarning)
+    # The model's own download/loading bars would interleave with ours on stderr.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     rep = RichReporter()

@@ -300,8 +300,13 @@ def _extensions_schema(conn: Conn, schema: str, notes: list[str]) -> tuple[str, 
 
 
 def _stand_in(conn: Conn, schema: str, notes: list[str]) -> str:
-    if not _function_exists(conn, schema, "uuid_generate_v4"):
-        conn.execute(UUID_STAND_IN.format(sql.Identifier(schema)))
+    if _function_exists(conn, schema, "uuid_generate_v4"):
+        notes.append(
+            f"uuid-ossp is not available: {schema}.uuid_generate_v4() is already there (the "
+            "stand-in over gen_random_uuid(), or the source's own function)"
+        )
+        return "stand-in"
+    conn.execute(UUID_STAND_IN.format(sql.Identifier(schema)))
     notes.append(
         f"uuid-ossp is not available: installed {schema}.uuid_generate_v4() as a SQL stand-in "
         "over gen_random_uuid() (random version-4 UUIDs, same as uuid-ossp's)"
