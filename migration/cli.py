@@ -78,6 +78,15 @@ def _common(p: argparse.ArgumentParser, source: bool = True) -> None:
     )
 
 
+def _lock_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--lock-wait",
+        type=float,
+        default=float(_env("QCKSTRT_LOCK_WAIT", "0") or 0),
+        help="seconds to wait for another run's lock on the target (QCKSTRT_LOCK_WAIT; 0)",
+    )
+
+
 def _add_extension(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument(
@@ -134,12 +143,7 @@ def _add_import(p: argparse.ArgumentParser) -> None:
         default=int(_env("QCKSTRT_RETRIES", "3") or 3),
         help="retries of a table copy after a lost connection (QCKSTRT_RETRIES; 3)",
     )
-    p.add_argument(
-        "--lock-wait",
-        type=float,
-        default=float(_env("QCKSTRT_LOCK_WAIT", "0") or 0),
-        help="seconds to wait for another run's lock on the target (QCKSTRT_LOCK_WAIT; 0)",
-    )
+    _lock_wait(p)
 
 
 def _cmd_import(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
@@ -206,12 +210,7 @@ def _reindex_flags(p: argparse.ArgumentParser) -> None:
 def _add_reindex(p: argparse.ArgumentParser) -> None:
     _common(p, source=False)
     _reindex_flags(p)
-    p.add_argument(
-        "--lock-wait",
-        type=float,
-        default=float(_env("QCKSTRT_LOCK_WAIT", "0") or 0),
-        help="seconds to wait for another run's lock on the target (QCKSTRT_LOCK_WAIT; 0)",
-    )
+    _lock_wait(p)
 
 
 def _reindex_settings(args: argparse.Namespace) -> ReindexSettings:
@@ -287,12 +286,7 @@ def _add_restore(p: argparse.ArgumentParser) -> None:
         default=_env("QCKSTRT_BACKUP"),
         help="where to keep the target's tables before --on-existing replace (QCKSTRT_BACKUP)",
     )
-    p.add_argument(
-        "--lock-wait",
-        type=float,
-        default=float(_env("QCKSTRT_LOCK_WAIT", "0") or 0),
-        help="seconds to wait for another run's lock on the target (QCKSTRT_LOCK_WAIT; 0)",
-    )
+    _lock_wait(p)
 
 
 def _cmd_restore(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:

@@ -278,3 +278,23 @@ def split_items(text: str) -> tuple[str, list[SqlItem]]:
         else:
             current.sql += line + "\n"
     return "\n".join(preamble) + "\n", [it for it in items if it.sql.strip(" \n-")]
+
+
+def restore_to_sql_args(tools: PgTools, listing: Path) -> list[str]:
+    """pg_restore writing SQL to stdout for the entries in `listing`, without what RDS lacks.
+
+    Owners, grants, publications, subscriptions, security labels and tablespaces name roles and
+    features of the source cluster; the import and `restore` both leave them out.
+    """
+    return [
+        str(tools.pg_restore),
+        "--file=-",
+        "--no-owner",
+        "--no-privileges",
+        "--no-publications",
+        "--no-subscriptions",
+        "--no-security-labels",
+        "--no-tablespaces",
+        "--use-list",
+        str(listing),
+    ]

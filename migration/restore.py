@@ -31,7 +31,13 @@ from migration.backup import BackupLocation
 from migration.connection import Conn, Endpoint
 from migration.errors import ConfigError, ImportFailed, PreflightError, TargetNotEmpty
 from migration.lock import target_lock
-from migration.pgtools import TocEntry, clean_sql, find_pg_tools, parse_toc
+from migration.pgtools import (
+    TocEntry,
+    clean_sql,
+    find_pg_tools,
+    parse_toc,
+    restore_to_sql_args,
+)
 from migration.progress import NullReporter, Reporter
 from migration.supabase import LeftOut
 from migration.transfer import MANIFEST, _backup_target_tables, _filter_toc
@@ -307,18 +313,7 @@ def _restore(
     settings = {str(r[0]).lower() for r in conn.execute("SELECT name FROM pg_settings")}
     keep_list = tmp / "keep.list"
     keep_list.write_text("\n".join(e.line for e in kept) + "\n")
-    args = [
-        str(tools.pg_restore),
-        "--file=-",
-        "--no-owner",
-        "--no-privileges",
-        "--no-publications",
-        "--no-subscriptions",
-        "--no-security-labels",
-        "--no-tablespaces",
-        "--use-list",
-        str(keep_list),
-    ]
+    args = restore_to_sql_args(tools, keep_list)
     if existing:
         args += ["--clean", "--if-exists"]
     with tempfile.TemporaryFile() as err:

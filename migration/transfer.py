@@ -62,6 +62,7 @@ from migration.pgtools import (
     clean_sql,
     find_pg_tools,
     parse_toc,
+    restore_to_sql_args,
     split_items,
 )
 from migration.progress import NullReporter, Reporter
@@ -692,18 +693,7 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
 
             listing = Path(tmp) / "keep.list"
             listing.write_text("\n".join(e.line for e in kept) + "\n")
-            restore_base = [
-                str(tools.pg_restore),
-                "--file=-",
-                "--no-owner",
-                "--no-privileges",
-                "--no-publications",
-                "--no-subscriptions",
-                "--no-security-labels",
-                "--no-tablespaces",
-                "--use-list",
-                str(listing),
-            ]
+            restore_base = restore_to_sql_args(tools, listing)
             settings = {
                 str(r[0]).lower() for r in tconn.execute("SELECT name FROM pg_settings").fetchall()
             }
