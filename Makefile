@@ -3,8 +3,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# torch first, pinned: this is the CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
+# torch first, pinned. Where pip's own settings do not already offer its CPU wheel (plain PyPI
+# on Linux serves the multi-GB CUDA build), pass the PyTorch CPU index:
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH := torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: test lint typecheck pytest demo install install-local clean
 
@@ -13,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.torch: | $(BIN)/python
-	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) $(TORCH)
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.torch
