@@ -208,6 +208,63 @@ def _write_manifest(
     sink.close()
 
 
+def _refuse_outside_dependents(conn: Conn, labels: list[str]) -> None:
+    """Stop before `replace` drops anything the setting did not name.
+
+    ``DROP TABLE ... CASCADE`` would also drop views and foreign keys of *other* tables that
+    depend on the tables being replaced; `on_existing: replace` names the tables only, and only
+    they are backed up. So such dependents stop the import, named, with nothing changed.
+    """
+    existing = [
+        label
+        for label in labels
+        if (row := conn.execute("SELECT to_regclass(%s)", (_quoted(label),)).fetchone())
+        and row[0] is not None
+    ]
+    if not existing:
+        return
+    rows = _dependents(conn, existing)
+    if rows:
+        names = ", ".join(str(r[0]) for r in rows)
+        raise PreflightError(
+            f"replacing {', '.join(existing)} would also drop {names}, which depend on them: "
+            "drop or change those first (they are not part of the import); nothing was changed"
+        )
+
+
+def _dependents(conn: Conn, labels: list[str]) -> list[tuple[Any, ...]]:
+    """Views and foreign keys outside `labels` that depend on the tables `labels`."""
+    return conn.execute(
+        "WITH t AS (SELECT unnest(%s::text[])::regclass AS oid), "
+        "dep AS (SELECT d.classid, d.objid FROM pg_depend d "
+        "  WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid IN (SELECT oid FROM t) "
+        "  AND d.deptype = 'n') "
+        "SELECT DISTINCT CASE "
+        "  WHEN dep.classid = 'pg_rewrite'::regclass THEN 'view ' || ("
+        "    SELECT format('%%I.%%I', n.nspname, x.relname) FROM pg_class x "
+        "    JOIN pg_namespace n ON n.oid = x.relnamespace WHERE x.oid = r.ev_class) "
+        "  WHEN dep.classid = 'pg_constraint'::regclass THEN 'constraint ' || "
+        "    quote_ident(c.conname) || ' on ' || ("
+        "    SELECT format('%%I.%%I', n.nspname, x.relname) FROM pg_class x "
+        "    JOIN pg_namespace n ON n.oid = x.relnamespace WHERE x.oid = c.conrelid) "
+        "  ELSE pg_describe_object(dep.classid, dep.objid, 0) END "
+        "FROM dep LEFT JOIN pg_rewrite r ON dep.classid = 'pg_rewrite'::regclass "
+        "  AND r.oid = dep.objid "
+        "LEFT JOIN pg_constraint c ON dep.classid = 'pg_constraint'::regclass "
+        "  AND c.oid = dep.objid "
+        "WHERE coalesce(r.ev_class, c.conrelid, "
+        "  CASE WHEN dep.classid = 'pg_class'::regclass THEN dep.objid END, 0) "
+        "  NOT IN (SELECT oid FROM t) "
+        "ORDER BY 1",
+        ([_quoted(label) for label in labels],),
+    ).fetchall()
+
+
+def _quoted(label: str) -> str:
+    schema, name = (part.replace('"', '""') for part in label.split(".", 1))
+    return f'"{schema}"."{name}"'
+
+
 def _source_identity(conn: Conn, source: Endpoint) -> str:
     """The source database as the cluster knows itself, not as this run's URL names it.
 
@@ -721,7 +778,15 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
                     ]
                     with tconn.transaction():
                         if drops:
-                            tconn.execute("\n".join(drops))
+                            try:
+                                tconn.execute("\n".join(drops))
+                            except errors.DependentObjectsStillExist as exc:
+                                raise PreflightError(
+                                    "replacing the earlier import would also drop objects that "
+                                    f"are not part of it ({exc.diag.message_detail or exc}): "
+                                    "drop or change those first; nothing was changed"
+                                ) from None
+                        _refuse_outside_dependents(tconn, drop)
                         for label in drop:
                             s, n = label.split(".", 1)
                             tconn.execute(
@@ -736,6 +801,7 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
                 report.already_complete = False
             elif existing:
                 assert where is not None
+                _refuse_outside_dependents(tconn, existing)
                 report.target_backup = _backup_target_tables(tconn, existing, where)
                 with tconn.transaction():
                     for label in existing:

@@ -241,3 +241,39 @@ def test_unknown_schema_and_old_pg_dump_leave_target_unchanged(
     with pytest.raises(PgDumpUnsuitable, match="16"):
         import_database(src, tgt, ImportOptions(pg_dump="/usr/bin/pg_dump"))
     assert _snapshot(url) == before
+
+
+def test_replace_never_drops_what_it_was_not_asked_to(
+    servers: Servers, source_url: str, target: tuple[str, str], tmp_path: Path
+) -> None:
+    from migration.errors import PreflightError
+
+    _, url = target
+    src, tgt = _prepare(source_url, url)
+    with psycopg.connect(url, autocommit=True) as conn:  # the target's own objects
+        conn.execute(
+            "CREATE TABLE public.users (id uuid PRIMARY KEY, email text);"
+            "CREATE VIEW public.user_emails AS SELECT email FROM public.users;"
+            "CREATE TABLE public.notes (id int, user_id uuid REFERENCES public.users(id))"
+        )
+    before = _snapshot(url)
+    replace = ImportOptions(on_existing="replace", backup=str(tmp_path))
+    with pytest.raises(PreflightError) as info:
+        import_database(src, tgt, replace)
+    message = str(info.value)
+    assert "view public.user_emails" in message and "on public.notes" in message
+    assert "nothing was changed" in message
+    assert _snapshot(url) == before
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP VIEW public.user_emails; DROP TABLE public.notes")
+    assert import_database(src, tgt, replace).discarded == ["public.users"]
+    assert verify(src, tgt).ok
+
+    # Over an earlier import too: a view the app added since is named, not dropped.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE VIEW public.recent_docs AS SELECT id FROM public.documents")
+    with pytest.raises(PreflightError, match="recent_docs"):
+        import_database(src, tgt, ImportOptions(on_existing="replace", backup=str(tmp_path)))
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('public.recent_docs')").fetchone() != (None,)
+    assert verify(src, tgt).ok
