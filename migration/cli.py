@@ -87,13 +87,17 @@ def _lock_wait(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_extension(p: argparse.ArgumentParser) -> None:
-    _common(p)
+def _vector_schema(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--vector-schema",
         default=_env("QCKSTRT_VECTOR_SCHEMA"),
         help="schema for `vector` (QCKSTRT_VECTOR_SCHEMA; default: the source's, else public)",
     )
+
+
+def _add_extension(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    _vector_schema(p)
 
 
 def _cmd_extension(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
@@ -241,11 +245,7 @@ def _cmd_reindex(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
 def _add_run(p: argparse.ArgumentParser) -> None:
     _add_import(p)
     _reindex_flags(p)
-    p.add_argument(
-        "--vector-schema",
-        default=_env("QCKSTRT_VECTOR_SCHEMA"),
-        help="schema for `vector` (QCKSTRT_VECTOR_SCHEMA; default: the source's, else public)",
-    )
+    _vector_schema(p)
 
 
 def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:

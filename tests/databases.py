@@ -34,11 +34,23 @@ class Servers:
     proxy: TLSProxy
     master_password: str
 
-    def source_db(self) -> tuple[str, str]:
-        """A fresh copy of the Supabase-shaped source: (dbname, superuser URL)."""
+    def source_db(self, chunks: int | None = None) -> tuple[str, str]:
+        """A fresh copy of the Supabase-shaped source: (dbname, superuser URL).
+
+        :param chunks: keep only this many chunk rows (a small corpus keeps a re-index quick);
+            the other tables stay as seeded.
+        """
         name = f"src_{next(_counter)}"
         self.source.create_database(name, template=TEMPLATE)
-        return name, self.source.url(name)
+        url = self.source.url(name)
+        if chunks is not None:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(
+                    "DELETE FROM public.qckstrt_embeddings_vectors WHERE id NOT IN "
+                    "(SELECT id FROM public.qckstrt_embeddings_vectors ORDER BY id LIMIT %s)",
+                    (chunks,),
+                )
+        return name, url
 
     def target_db(self) -> tuple[str, str]:
         """A fresh empty target database owned by the master role: (dbname, SSL URL)."""

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 import pytest
 from moto import mock_aws
 from psycopg import sql
@@ -57,7 +56,7 @@ class Deployment:
 
 @pytest.fixture(scope="package")
 def deployment(servers: Servers) -> Iterator[Deployment]:
-    source_db, superuser_url = servers.source_db()
+    source_db, _ = servers.source_db(chunks=CHUNKS)
     with servers.source.superuser() as conn:
         conn.execute(
             sql.SQL(
@@ -69,12 +68,6 @@ def deployment(servers: Servers) -> Iterator[Deployment]:
         )
     # Supabase's `postgres` role is a superuser too; the import needs to read every table.
     source_url = servers.source.url(source_db, SOURCE_ROLE, SOURCE_PASSWORD)
-    with psycopg.connect(superuser_url, autocommit=True) as conn:
-        conn.execute(
-            "DELETE FROM public.qckstrt_embeddings_vectors WHERE id NOT IN "
-            "(SELECT id FROM public.qckstrt_embeddings_vectors ORDER BY id LIMIT %s)",
-            (CHUNKS,),
-        )
     database, target_url = servers.target_db()
     overrides = {"dbName": database, "embeddingModel": MODEL, "migrationEnabled": True}
     patch = pytest.MonkeyPatch()

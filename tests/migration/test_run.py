@@ -19,14 +19,7 @@ CHUNKS = 40
 
 @pytest.fixture
 def small_source(servers: Servers) -> str:
-    _, url = servers.source_db()
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "DELETE FROM public.qckstrt_embeddings_vectors WHERE id NOT IN "
-            "(SELECT id FROM public.qckstrt_embeddings_vectors ORDER BY id LIMIT %s)",
-            (CHUNKS,),
-        )
-    return url
+    return servers.source_db(chunks=CHUNKS)[1]
 
 
 @pytest.fixture(autouse=True)

@@ -80,14 +80,7 @@ def world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     s3 = session.client("s3", endpoint_url=endpoint)
     s3.create_bucket(Bucket=BUCKET)
 
-    _, source_url = servers.source_db()
-    with psycopg.connect(source_url, autocommit=True) as conn:
-        # A small corpus keeps the re-index quick; the other tables stay as seeded.
-        conn.execute(
-            "DELETE FROM public.qckstrt_embeddings_vectors WHERE id NOT IN "
-            "(SELECT id FROM public.qckstrt_embeddings_vectors ORDER BY id LIMIT %s)",
-            (CHUNKS,),
-        )
+    _, source_url = servers.source_db(chunks=CHUNKS)
     database, _ = servers.target_db()
     master = sm.create_secret(
         Name="rds!db-0a1b2c3",
