@@ -220,7 +220,8 @@ def run_demo(
             retrieval=retrieval,
             source_port=source.port,
             target_port=target.port,
-            psql=str(target.bin_dir / "psql"),
+            # The overlay's binaries find libpq through LD_LIBRARY_PATH (see local.overlay_env).
+            psql=f"LD_LIBRARY_PATH={target.bin_dir.parent / 'libs'} {target.bin_dir / 'psql'}",
         )
         report.seconds = round(time.monotonic() - began, 3)
         if keep_running is not None:
