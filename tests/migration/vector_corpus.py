@@ -53,8 +53,9 @@ def create(url: str, *, index: bool, state: bool) -> None:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         conn.execute(
             "CREATE TABLE qckstrt_embeddings_vectors (id varchar(255) PRIMARY KEY, "
-            "document_id varchar(255) NOT NULL, user_id varchar(255) NOT NULL, content text NOT NULL, embedding "
-            "vector(384) NOT NULL, created_at timestamptz DEFAULT '2026-01-01')"
+            "document_id varchar(255) NOT NULL, user_id varchar(255) NOT NULL, "
+            "content text NOT NULL, embedding vector(384) NOT NULL, "
+            "created_at timestamptz DEFAULT '2026-01-01')"
         )
         conn.execute("CREATE INDEX ON qckstrt_embeddings_vectors (user_id)")
         conn.execute("CREATE INDEX ON qckstrt_embeddings_vectors (document_id)")
