@@ -27,9 +27,11 @@ from migration.errors import ConfigError, MigrationError, VerificationFailed
 from migration.models import DEFAULT_MODEL
 from migration.progress import RichReporter
 from migration.reindex import DEFAULT_TABLE
+from migration.search_settings import ITERATIVE_SCAN_MODES, SearchSettings
 
 if TYPE_CHECKING:
     from migration.reindex import ReindexSettings
+    from migration.retrieval import RetrievalThresholds
 
 Handler = Callable[[argparse.Namespace, RichReporter], dict[str, Any]]
 
@@ -173,13 +175,49 @@ def _add_verify(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--schemas", help="application schemas, comma-separated (QCKSTRT_SCHEMAS; public)"
     )
+    _retrieval_flags(p)
+
+
+def _retrieval_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--retrieval-sample",
+        type=int,
+        default=int(_env("QCKSTRT_RETRIEVAL_SAMPLE", "500") or 500),
+        help="chunks whose own vector queries the app's search (QCKSTRT_RETRIEVAL_SAMPLE; 500)",
+    )
+    p.add_argument(
+        "--min-recall-at-5",
+        type=float,
+        default=float(_env("QCKSTRT_MIN_RECALL_AT_5", "0.99") or 0.99),
+        help="fail below this recall@5 of the app's query (QCKSTRT_MIN_RECALL_AT_5; 0.99)",
+    )
+    p.add_argument(
+        "--max-short-results",
+        type=int,
+        default=int(_env("QCKSTRT_MAX_SHORT_RESULTS", "0") or 0),
+        help="fail above this many queries returning fewer than k rows (QCKSTRT_MAX_SHORT_RESULTS)",
+    )
+
+
+def _retrieval(args: argparse.Namespace) -> RetrievalThresholds:
+    from migration.retrieval import RetrievalThresholds
+
+    return RetrievalThresholds(
+        sample_size=args.retrieval_sample,
+        min_recall_at_5=args.min_recall_at_5,
+        max_short_results=args.max_short_results,
+    )
 
 
 def _cmd_verify(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
     from migration.verify import verify
 
     report = verify(
-        _endpoint(args, "source"), _endpoint(args, "target"), _schemas(args), reporter=rep
+        _endpoint(args, "source"),
+        _endpoint(args, "target"),
+        _schemas(args),
+        reporter=rep,
+        retrieval=_retrieval(args),
     )
     return report.as_dict()
 
@@ -209,6 +247,27 @@ def _reindex_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=_env("QCKSTRT_DEVICE", "cpu"), help="cpu, cuda or auto")
     p.add_argument("--hnsw-m", type=int, default=16)
     p.add_argument("--hnsw-ef-construction", type=int, default=64)
+    p.add_argument(
+        "--ef-search",
+        type=int,
+        default=int(_env("QCKSTRT_EF_SEARCH", str(SearchSettings.ef_search)) or 0),
+        help="hnsw.ef_search set on the database for the app's sessions (QCKSTRT_EF_SEARCH; "
+        f"{SearchSettings.ef_search}; 40, pgvector's default, removes the setting)",
+    )
+    p.add_argument(
+        "--iterative-scan",
+        choices=ITERATIVE_SCAN_MODES,
+        default=_env("QCKSTRT_ITERATIVE_SCAN", SearchSettings.iterative_scan),
+        help="hnsw.iterative_scan set on the database (QCKSTRT_ITERATIVE_SCAN; "
+        f"{SearchSettings.iterative_scan})",
+    )
+    p.add_argument(
+        "--max-scan-tuples",
+        type=int,
+        default=int(_env("QCKSTRT_MAX_SCAN_TUPLES", str(SearchSettings.max_scan_tuples)) or 0),
+        help="hnsw.max_scan_tuples set on the database (QCKSTRT_MAX_SCAN_TUPLES; "
+        f"{SearchSettings.max_scan_tuples})",
+    )
 
 
 def _add_reindex(p: argparse.ArgumentParser) -> None:
@@ -233,6 +292,9 @@ def _reindex_settings(args: argparse.Namespace) -> ReindexSettings:
         hnsw_m=args.hnsw_m,
         hnsw_ef_construction=args.hnsw_ef_construction,
         lock_wait_seconds=args.lock_wait,
+        ef_search=args.ef_search,
+        iterative_scan=args.iterative_scan,
+        max_scan_tuples=args.max_scan_tuples,
     )
 
 
@@ -246,6 +308,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     _add_import(p)
     _reindex_flags(p)
     _vector_schema(p)
+    _retrieval_flags(p)
 
 
 def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
@@ -262,6 +325,7 @@ def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
         vector_schema=args.vector_schema,
         reindex=_reindex_settings(args),
         lock_wait_seconds=args.lock_wait,
+        retrieval=_retrieval(args),
     )
     source, target = _endpoint(args, "source"), _endpoint(args, "target")
     return run_all(source, target, options, rep).as_dict()
@@ -395,6 +459,8 @@ def _render(command: str, report: dict[str, Any], rep: RichReporter) -> None:
                 "ok" if t["ok"] else "DIFFERS",
             )
         console.print(table)
+        if report.get("retrieval"):
+            _render_retrieval(console, report["retrieval"])
     elif command == "import":
         table = Table("table", "rows", "MB", "seconds", "status", title="import")
         for t in report["tables"]:
@@ -438,6 +504,25 @@ def _render(command: str, report: dict[str, Any], rep: RichReporter) -> None:
             console.print(f"{key}: {value}", highlight=False)
 
 
+def _render_retrieval(console: Any, r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table("measure", "value", title=f"the app's vector query on {r['table']}")
+    table.add_row(
+        "sampled", f"{r['sampled']:,} of {r['chunks']:,} chunks, {r['users_sampled']} users"
+    )
+    for k in (3, 5, 10):
+        table.add_row(f"recall@{k}", f"{r[f'recall_at_{k}']:.4f}")
+    table.add_row("self-hit rate", f"{r['self_hit_rate']:.4f}")
+    table.add_row("short results", str(r["short_results"]))
+    table.add_row("latency p50 / p95", f"{r['latency_p50_ms']:.2f} / {r['latency_p95_ms']:.2f} ms")
+    shown = ", ".join(f"{k}={v}" for k, v in r["session_settings"].items())
+    table.add_row("session settings", shown)
+    console.print(table)
+    for line in r["failures"]:
+        console.print(f"FAILS: {line}", highlight=False, soft_wrap=True)
+
+
 def _render_steps(console: Any, report: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -470,6 +555,9 @@ def _render_demo(console: Any, report: dict[str, Any]) -> None:
             hit["chunk_id"][-12:],
             hit["content"][:90] + "...",
         )
+    verified = next((s for s in report["run"]["steps"] if s["name"] == "verify"), None)
+    if verified and verified["report"] and verified["report"].get("retrieval"):
+        _render_retrieval(console, verified["report"]["retrieval"])
     console.print(f"question: {report['question']!r} (embedded with the same model)")
     console.print(hits)
     from migration.demo import DIFFERENCES, MASTER, TARGET_DB

@@ -40,6 +40,8 @@ from migration.connection import DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, Endp
 from migration.errors import ConfigError, ConnectionFailed, MigrationError, VerificationFailed
 from migration.models import DEFAULT_MODEL, known_dimensions
 from migration.progress import LogReporter
+from migration.retrieval import RetrievalCheck, RetrievalThresholds
+from migration.search_settings import ITERATIVE_SCAN_MODES, SearchSettings
 
 #: Bump when a provider's semantics change: a changed ``provider_version`` re-runs the step.
 PROVIDER_VERSION = "1"
@@ -487,6 +489,9 @@ class ReindexProvider(_StepProvider):
         "vector_column",
         "hnsw_m",
         "hnsw_ef_construction",
+        "ef_search",
+        "iterative_scan",
+        "max_scan_tuples",
         "revision",
         "after",
     )
@@ -502,6 +507,9 @@ class ReindexProvider(_StepProvider):
         "device": "cpu",
         "hnsw_m": 16,
         "hnsw_ef_construction": 64,
+        "ef_search": SearchSettings.ef_search,
+        "iterative_scan": SearchSettings.iterative_scan,
+        "max_scan_tuples": SearchSettings.max_scan_tuples,
         "allow_dimension_change": False,
         "revision": 0,
         "lock_wait_seconds": 0,
@@ -520,6 +528,16 @@ class ReindexProvider(_StepProvider):
         _check_int(news, "batch_size", 1, 10000, failures)
         _check_int(news, "hnsw_m", 2, 100, failures)
         _check_int(news, "hnsw_ef_construction", 4, 1000, failures)
+        _check_int(news, "ef_search", 1, 1000, failures)
+        _check_int(news, "max_scan_tuples", 1, 2**31 - 1, failures)
+        mode = news.get("iterative_scan")
+        if _known(mode) and mode not in ITERATIVE_SCAN_MODES:
+            failures.append(
+                CheckFailure(
+                    "iterative_scan",
+                    f"iterative_scan {mode!r} is not one of {', '.join(ITERATIVE_SCAN_MODES)}",
+                )
+            )
         _check_int(news, "revision", 0, 2**31 - 1, failures)
         _check_int(news, "lock_wait_seconds", 0, 3600, failures)
         m, ef = _as_int(news.get("hnsw_m")), _as_int(news.get("hnsw_ef_construction"))
@@ -569,10 +587,15 @@ class ReindexProvider(_StepProvider):
             hnsw_m=int(props["hnsw_m"]),
             hnsw_ef_construction=int(props["hnsw_ef_construction"]),
             lock_wait_seconds=float(props.get("lock_wait_seconds") or 0),
+            ef_search=int(props["ef_search"]),
+            iterative_scan=str(props["iterative_scan"]),
+            max_scan_tuples=int(props["max_scan_tuples"]),
         )
         report = reindex(_target(props, secrets), settings, reporter=reporter)
         index = report.index
+        searched = report.search_settings
         return {
+            "search_settings": dict(searched.settings) if searched else {},
             "rows_total": report.rows_total,
             "rows_embedded": report.rows_embedded,
             "rows_skipped": report.rows_skipped,
@@ -581,20 +604,49 @@ class ReindexProvider(_StepProvider):
             "index_name": index.name if index else "",
             "index_action": index.action if index else "",
             "index_seconds": index.seconds if index else 0.0,
-        }, bool(report.rows_embedded or (index and index.action != "kept"))
+        }, bool(
+            report.rows_embedded
+            or (index and index.action != "kept")
+            or (searched and searched.changed)
+        )
 
 
 class MigrationCheckProvider(_StepProvider):
     """Step 4: row counts and checksums, source against target; runs again after any step."""
 
     STEP = "migration check"
-    TRIGGERS = ("provider_version", "schemas", "revision", "after")
-    DEFAULTS = {**_StepProvider.DEFAULTS, "schemas": ["public"], "revision": 0, "after": {}}
+    TRIGGERS = (
+        "provider_version",
+        "schemas",
+        "revision",
+        "retrieval_sample",
+        "min_recall_at_5",
+        "max_short_results",
+        "after",
+    )
+    DEFAULTS = {
+        **_StepProvider.DEFAULTS,
+        "schemas": ["public"],
+        "revision": 0,
+        "retrieval_sample": RetrievalThresholds.sample_size,
+        "min_recall_at_5": RetrievalThresholds.min_recall_at_5,
+        "max_short_results": RetrievalThresholds.max_short_results,
+        "after": {},
+    }
 
     def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
         _check_arn(news, "source_secret_arn", failures, required=True)
         _check_schemas(news, failures)
         _check_int(news, "revision", 0, 2**31 - 1, failures)
+        _check_int(news, "retrieval_sample", 1, 100_000, failures)
+        _check_int(news, "max_short_results", 0, 2**31 - 1, failures)
+        recall = news.get("min_recall_at_5")
+        if _known(recall) and (
+            isinstance(recall, bool) or not isinstance(recall, int | float) or not 0 <= recall <= 1
+        ):
+            failures.append(
+                CheckFailure("min_recall_at_5", f"min_recall_at_5 {recall!r} is outside 0..1")
+            )
 
     def _id(self, props: Mapping[str, Any]) -> str:
         return f"check:{props.get('database', '')}"
@@ -612,6 +664,11 @@ class MigrationCheckProvider(_StepProvider):
                 _target(props, secrets),
                 [str(s) for s in props.get("schemas") or ["public"]],
                 reporter=reporter,
+                retrieval=RetrievalThresholds(
+                    sample_size=int(props["retrieval_sample"]),
+                    min_recall_at_5=float(props["min_recall_at_5"]),
+                    max_short_results=int(props["max_short_results"]),
+                ),
             )
         except VerificationFailed as exc:
             listed = (exc.report or {}).get("mismatches") or [str(exc)]
@@ -626,7 +683,24 @@ class MigrationCheckProvider(_StepProvider):
             "tables": len(report.tables),
             "rows": sum(t.source_rows for t in report.tables),
             "import_state": report.import_state,
+            **_retrieval_outputs(report.retrieval),
         }, True
+
+
+_RETRIEVAL_OUTPUTS = (
+    "recall_at_3",
+    "recall_at_5",
+    "recall_at_10",
+    "self_hit_rate",
+    "short_results",
+    "latency_p50_ms",
+    "latency_p95_ms",
+)
+
+
+def _retrieval_outputs(check: RetrievalCheck | None) -> dict[str, Any]:
+    """The app's query figures as outputs (None where the target has no vector table)."""
+    return {name: getattr(check, name) if check else None for name in _RETRIEVAL_OUTPUTS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -765,6 +839,9 @@ class ReindexOptions:
     hnsw_ef_construction: int = 64
     allow_dimension_change: bool = False
     revision: int = 0
+    ef_search: int = SearchSettings.ef_search
+    iterative_scan: str = SearchSettings.iterative_scan
+    max_scan_tuples: int = SearchSettings.max_scan_tuples
 
     def inputs(self) -> dict[str, Any]:
         return {
@@ -780,6 +857,9 @@ class ReindexOptions:
             "hnsw_ef_construction": self.hnsw_ef_construction,
             "allow_dimension_change": self.allow_dimension_change,
             "revision": self.revision,
+            "ef_search": self.ef_search,
+            "iterative_scan": self.iterative_scan,
+            "max_scan_tuples": self.max_scan_tuples,
         }
 
 
@@ -807,6 +887,7 @@ class Reindex(_StepResource, module="qckstrt", name="Reindex"):
             "index_name",
             "index_action",
             "index_seconds",
+            "search_settings",
         )
         super().__init__(ReindexProvider(), name, inputs, outputs, opts)
 
@@ -825,15 +906,20 @@ class MigrationCheck(_StepResource, module="qckstrt", name="MigrationCheck"):
         schemas: list[str] | None = None,
         revision: int = 0,
         opts: pulumi.ResourceOptions | None = None,
+        retrieval: RetrievalThresholds | None = None,
     ) -> None:
+        limits = retrieval or RetrievalThresholds()
         inputs = {
             **connection.inputs(),
             "source_secret_arn": source_secret_arn,
             "schemas": schemas or ["public"],
             "revision": revision,
+            "retrieval_sample": limits.sample_size,
+            "min_recall_at_5": limits.min_recall_at_5,
+            "max_short_results": limits.max_short_results,
             "after": dict(after),
         }
-        outputs = ("ok", "tables", "rows", "import_state")
+        outputs = ("ok", "tables", "rows", "import_state", *_RETRIEVAL_OUTPUTS)
         super().__init__(MigrationCheckProvider(), name, inputs, outputs, opts)
 
 

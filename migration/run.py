@@ -20,6 +20,7 @@ from migration.errors import MigrationError, VerificationFailed
 from migration.lock import target_lock
 from migration.progress import NullReporter, Reporter
 from migration.reindex import ReindexSettings
+from migration.retrieval import RetrievalThresholds
 
 STEPS = ("pgvector", "import", "re-index", "verify")
 
@@ -44,6 +45,7 @@ class RunOptions:
     vector_schema: str | None = None
     reindex: ReindexSettings = field(default_factory=ReindexSettings)
     lock_wait_seconds: float = 0.0
+    retrieval: RetrievalThresholds = field(default_factory=RetrievalThresholds)
 
 
 @dataclass
@@ -103,7 +105,9 @@ def _reindex(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -
 def _verify(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
     from migration.verify import verify
 
-    return verify(source, target, o.schemas, reporter=rep)
+    return verify(
+        source, target, o.schemas, reporter=rep, vector_table=o.reindex.table, retrieval=o.retrieval
+    )
 
 
 def _summary(name: str, r: dict[str, Any]) -> str:
@@ -121,12 +125,20 @@ def _summary(name: str, r: dict[str, Any]) -> str:
     if name == "re-index":
         index = r.get("index") or {}
         rate = f"{r['chunks_per_second']:.1f}/s" if r["rows_embedded"] else "all current"
+        settings = (r.get("search_settings") or {}).get("settings") or {}
+        shown = ", ".join(f"{k}={v}" for k, v in settings.items()) or "pgvector defaults"
         return (
             f"{r['rows_embedded']:,} of {r['rows_total']:,} chunks embedded ({rate}); "
-            f"index {index.get('name', '-')} {index.get('action', '-')}"
+            f"index {index.get('name', '-')} {index.get('action', '-')}; {shown}"
         )
     rows = sum(t["source_rows"] for t in r["tables"])
-    return f"{len(r['tables'])} tables, {rows:,} rows: counts and checksums match"
+    line = f"{len(r['tables'])} tables, {rows:,} rows: counts and checksums match"
+    if q := r.get("retrieval"):
+        line += (
+            f"; app's query: recall@5 {q['recall_at_5']:.4f}, {q['short_results']} short, "
+            f"p95 {q['latency_p95_ms']:.1f} ms"
+        )
+    return line
 
 
 Step = Callable[[Endpoint, Endpoint, RunOptions, Reporter], Any]
