@@ -35,19 +35,27 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psycopg
+from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.reindex import _default_model, _split
+from bench.reindex import TABLE_SQL, _default_model, _machine, _split
+from migration.connection import Endpoint
+from migration.local import LocalPostgres
+from migration.retrieval import RetrievalCheck
 
 SEED = 20261130
 USERS = 100
@@ -226,18 +234,143 @@ def embed(chunks: list[Chunk], model: str) -> np.ndarray:
     return np.concatenate(blocks)
 
 
+# ---------------------------------------------------------------------------------------------
+# Measurements
+
+
+def _load(url: str, chunks: list[Chunk], vectors: np.ndarray) -> None:
+    """The app's table (btree indexes on document_id and user_id), vectors as re-indexed."""
+    table = sql.Identifier(TABLE)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute(TABLE_SQL.format(name=table))
+        copy_sql = sql.SQL(
+            "COPY {} (id, document_id, user_id, content, embedding) FROM STDIN"
+        ).format(table)
+        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            for c, v in zip(chunks, vectors, strict=True):
+                literal = "[" + ",".join(f"{x:.8g}" for x in v.tolist()) + "]"
+                copy.write_row((c.id, c.document_id, c.user_id, c.content, literal))
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
+
+
+def _build(url: str, m: int, ef_construction: int, mem: str, workers: int) -> float:
+    """(Re)build the HNSW index under the app's index name; seconds taken."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP INDEX IF EXISTS qckstrt_embeddings_vectors_embedding_idx")
+        conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(mem)))
+        conn.execute(
+            sql.SQL("SET max_parallel_maintenance_workers = {}").format(sql.Literal(workers))
+        )
+        started = time.perf_counter()
+        conn.execute(
+            sql.SQL(
+                "CREATE INDEX qckstrt_embeddings_vectors_embedding_idx ON {} USING hnsw "
+                "(embedding vector_cosine_ops) WITH (m = {}, ef_construction = {})"
+            ).format(sql.Identifier(TABLE), sql.Literal(m), sql.Literal(ef_construction))
+        )
+        return time.perf_counter() - started
+
+
+def _measure(url: str, ef_search: int, mode: str, sample: int) -> RetrievalCheck:
+    """Set the database's search settings as the re-index does, then measure as verify does."""
+    from migration.retrieval import RetrievalThresholds, measure_retrieval
+    from migration.search_settings import SearchSettings, apply_search_settings
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        apply_search_settings(conn, SearchSettings(ef_search, mode), "public")
+    return measure_retrieval(
+        Endpoint(url, "target"), "public", TABLE, RetrievalThresholds(sample_size=sample)
+    )
+
+
+def _grid(url: str, args: argparse.Namespace) -> list[str]:
+    lines = [
+        "| m | ef_construction | build s | ef_search | iterative scan | recall@3 | recall@5 | "
+        "recall@10 | self-hit | short | p50 ms | p95 ms |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for index in args.index:
+        m, efc = (int(x) for x in index.split(","))
+        seconds = _build(url, m, efc, "1GB", 2)
+        for ef in args.ef_search:
+            for mode in args.modes:
+                r = _measure(url, ef, mode, args.sample)
+                line = (
+                    f"| {m} | {efc} | {seconds:.1f} | {ef} | {mode} | {r.recall_at_3:.4f} | "
+                    f"{r.recall_at_5:.4f} | {r.recall_at_10:.4f} | {r.self_hit_rate:.4f} | "
+                    f"{r.short_results} | {r.latency_p50_ms:.2f} | {r.latency_p95_ms:.2f} |"
+                )
+                print(line, file=sys.stderr)
+                lines.append(line)
+    return lines
+
+
+def _builds(url: str, args: argparse.Namespace) -> list[str]:
+    m, efc = (int(x) for x in args.index[0].split(","))
+    lines = [
+        f"| maintenance_work_mem | parallel workers | build s (m {m}, ef_construction {efc}) |",
+        "|---|---:|---:|",
+    ]
+    for mem in args.memory:
+        for workers in args.workers:
+            line = f"| {mem} | {workers} | {_build(url, m, efc, mem, workers):.1f} |"
+            print(line, file=sys.stderr)
+            lines.append(line)
+    return lines
+
+
+def _users(chunks: list[Chunk]) -> str:
+    sizes = sorted(Counter(c.user_id for c in chunks).values(), reverse=True)
+    return (
+        f"{len(sizes)} users; largest {sizes[:5]}, median {statistics.median(sizes):.0f}, "
+        f"smallest {sizes[-3:]} chunks"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--chunks", type=int, default=20_000, help="chunks in the corpus")
     parser.add_argument("--model", default=_default_model(), help="model name or local path")
     parser.add_argument("--embed-only", action="store_true", help="fill the cache and stop")
+    parser.add_argument("--sample", type=int, default=1000, help="chunks queried per setting")
+    parser.add_argument(
+        "--index", nargs="+", default=["16,64", "16,128", "32,128"], help="m,ef_construction"
+    )
+    parser.add_argument("--ef-search", nargs="+", type=int, default=[40, 64, 100, 200])
+    parser.add_argument("--modes", nargs="+", default=["off", "relaxed_order", "strict_order"])
+    parser.add_argument("--memory", nargs="+", default=["8MB", "64MB", "1GB"])
+    parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2])
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     chunks, per_source = corpus(args.chunks)
+    mean = sum(len(c.content) for c in chunks) / len(chunks)
     print(f"corpus: {len(chunks):,} chunks; documents per source {per_source}", file=sys.stderr)
     vectors = embed(chunks, args.model)
     if args.embed_only:
         return
+    base = Path(tempfile.mkdtemp(prefix="qckstrt-bench-retrieval-"))
+    server = LocalPostgres(base / "pg").start()
+    try:
+        server.create_database("app")
+        url = server.create_master_role("master", "bench-pw", "app")
+        _load(url, chunks, vectors)
+        machine = _machine(args.model, "cpu", url)
+        print("\n".join(machine), file=sys.stderr)
+        grid = _grid(url, args)
+        builds = _builds(url, args)
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    print("\n".join(machine))
+    print(
+        f"- corpus: {len(chunks):,} chunks (mean {mean:.0f} characters) of documents per "
+        f"source {per_source}; {_users(chunks)}; {args.sample} sampled chunks per row"
+    )
+    print()
+    print("\n".join(grid))
+    print()
+    print("\n".join(builds))
 
 
 if __name__ == "__main__":
