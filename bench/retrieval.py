@@ -52,7 +52,8 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.reindex import TABLE_SQL, _default_model, _machine, _split
+from reindex import TABLE_SQL, _default_model, _machine, _split  # bench/reindex.py, a sibling
+
 from migration.connection import Endpoint
 from migration.local import LocalPostgres
 from migration.retrieval import RetrievalCheck

@@ -28,6 +28,7 @@ from migration.providers import (
     Reindex,
     ReindexOptions,
 )
+from migration.retrieval import RetrievalThresholds
 
 
 @dataclass
@@ -82,7 +83,7 @@ class DataSteps(pulumi.ComponentResource):
             region=args.region,
             schemas=schemas,
             on_existing=s.on_existing,
-            revision=s.revision,
+            revision=s.import_revision,
             jobs=s.jobs,
             opts=step_opts(self.extension),
         )
@@ -93,11 +94,14 @@ class DataSteps(pulumi.ComponentResource):
                 model=args.embeddings.model,
                 dimensions=args.embeddings.dimensions,
                 table=s.vector_table,
-                batch_size=s.reindex_batch_size,
-                device=s.reindex_device,
+                batch_size=s.batch_size,
+                device=s.device,
                 hnsw_m=s.hnsw_m,
                 hnsw_ef_construction=s.hnsw_ef_construction,
                 revision=s.reindex_revision,
+                ef_search=s.ef_search,
+                iterative_scan=s.iterative_scan,
+                max_scan_tuples=s.max_scan_tuples,
             ),
             after={"import": self.data_import.run_id},
             opts=step_opts(self.data_import),
@@ -112,7 +116,11 @@ class DataSteps(pulumi.ComponentResource):
                 "reindex": self.reindex.run_id,
             },
             schemas=schemas,
+            table=s.vector_table,
             opts=step_opts(self.reindex),
+            retrieval=RetrievalThresholds(
+                sample_size=s.retrieval_sample, max_short_results=s.max_short_results
+            ),
         )
         self.register_outputs(
             {

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from migration.connection import Conn, Endpoint
-from migration.errors import ConfigError
+from migration.options import option, validate
 
 KS = (3, 5, 10)
 #: Distances closer than this are equal (float4 vectors, float8 distances).
@@ -39,7 +39,7 @@ SEARCH_SETTINGS = ("hnsw.ef_search", "hnsw.iterative_scan", "hnsw.max_scan_tuple
 
 @dataclass(frozen=True)
 class RetrievalThresholds:
-    """What `verify` requires of the app's query; below them it fails.
+    """What `verify` requires of the app's query; defaults and bounds from ``migration.options``.
 
     :param sample_size: chunks queried (all of them when the table holds fewer).
     :param min_recall_at_5: the least recall@5 against exact search.
@@ -47,17 +47,12 @@ class RetrievalThresholds:
         at least k chunks.
     """
 
-    sample_size: int = 500
-    min_recall_at_5: float = 0.99
-    max_short_results: int = 0
+    sample_size: int = option("retrieval_sample")
+    min_recall_at_5: float = option("min_recall_at_5")
+    max_short_results: int = option("max_short_results")
 
     def __post_init__(self) -> None:
-        if not 1 <= self.sample_size <= 100_000:
-            raise ConfigError(f"retrieval sample size {self.sample_size} is outside 1..100000")
-        if not 0.0 <= self.min_recall_at_5 <= 1.0:
-            raise ConfigError(f"minimum recall@5 {self.min_recall_at_5} is outside 0..1")
-        if self.max_short_results < 0:
-            raise ConfigError(f"maximum short results {self.max_short_results} is negative")
+        validate(self)
 
 
 @dataclass
@@ -268,18 +263,19 @@ def _fill(
 def _judge(check: RetrievalCheck, limits: RetrievalThresholds) -> None:
     """Fill `check.failures`: one line per threshold not met, naming the measure and the fix."""
     fix = (
-        "raise hnsw.ef_search or set hnsw.iterative_scan on the database (the re-index step's "
-        "--ef-search/--iterative-scan), then re-run the re-index and verify"
+        "raise the re-index's `ef_search` or set its `iterative_scan` (the database settings the "
+        "app's sessions inherit), run the re-index again, then verify"
     )
     if check.recall_at_5 < limits.min_recall_at_5:
         check.failures.append(
             f"recall@5 of the app's query is {check.recall_at_5:.4f}, below the minimum "
-            f"{limits.min_recall_at_5} ({check.sampled} sampled chunks): {fix}"
+            f"{limits.min_recall_at_5} (`min_recall_at_5`; {check.sampled} sampled chunks): {fix}"
         )
     if check.short_results > limits.max_short_results:
         check.failures.append(
             f"short results: {check.short_results} app queries returned fewer than k rows while "
-            f"the user owns at least k chunks (allowed {limits.max_short_results}): {fix}"
+            f"the user owns at least k chunks (`max_short_results` {limits.max_short_results}): "
+            f"{fix}"
         )
     if check.zero_vectors:
         check.failures.append(

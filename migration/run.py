@@ -18,6 +18,7 @@ from typing import Any
 from migration.connection import Endpoint
 from migration.errors import MigrationError, VerificationFailed
 from migration.lock import target_lock
+from migration.options import option, validate
 from migration.progress import NullReporter, Reporter
 from migration.reindex import ReindexSettings
 from migration.retrieval import RetrievalThresholds
@@ -28,24 +29,32 @@ STEPS = ("pgvector", "import", "re-index", "verify")
 class RunFailed(MigrationError):
     """A step failed; `report` holds the steps so far (JSON-able)."""
 
-    def __init__(self, message: str, report: dict[str, Any]) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, report: dict[str, Any], setting: str | None = None) -> None:
+        super().__init__(message, setting=setting)
         self.report = report
 
 
 @dataclass
 class RunOptions:
-    """Settings of the four steps (the CLI's flags; the same defaults as each step's own)."""
+    """Settings of the four steps; defaults and validation from ``migration.options``.
 
-    schemas: list[str] = field(default_factory=lambda: ["public"])
-    jobs: int = 2
-    backup: str | None = None
-    on_existing: str = "fail"
-    retries: int = 3
-    vector_schema: str | None = None
+    `vector_schema` is the schema of the `vector` extension (step 1); the vector table's schema
+    and name are the re-index's (`reindex.schema`, `reindex.table`), which the check uses too.
+    """
+
+    schemas: list[str] = option("schemas")
+    jobs: int = option("jobs")
+    backup: str | None = option("backup")
+    on_existing: str = option("on_existing")
+    retries: int = option("retries")
+    pg_dump: str | None = option("pg_dump")
+    vector_schema: str | None = option("vector_schema")
     reindex: ReindexSettings = field(default_factory=ReindexSettings)
-    lock_wait_seconds: float = 0.0
+    lock_wait_seconds: float = option("lock_wait_seconds")
     retrieval: RetrievalThresholds = field(default_factory=RetrievalThresholds)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -92,6 +101,7 @@ def _import(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
         backup=o.backup,
         on_existing=o.on_existing,  # type: ignore[arg-type]
         retries=o.retries,
+        pg_dump=o.pg_dump,
     )
     return import_database(source, target, options, rep)
 
@@ -106,7 +116,12 @@ def _verify(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
     from migration.verify import verify
 
     return verify(
-        source, target, o.schemas, reporter=rep, vector_table=o.reindex.table, retrieval=o.retrieval
+        source,
+        target,
+        o.schemas,
+        vector_table=o.reindex.table,
+        reporter=rep,
+        retrieval=o.retrieval,
     )
 
 
@@ -189,6 +204,7 @@ def run_all(
                 raise RunFailed(
                     f"step {step.number}/{len(STEPS)} ({step.name}) failed: {exc}",
                     report.as_dict(),
+                    setting=exc.setting,
                 ) from exc
             step.status, step.seconds = "done", round(time.monotonic() - t0, 3)
             step.report = result

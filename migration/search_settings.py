@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from psycopg import errors, sql
 
 from migration.connection import Conn
-from migration.errors import ConfigError, PreflightError
+from migration.errors import PreflightError
+from migration.options import get, option, validate
 
-ITERATIVE_SCAN_MODES = ("off", "relaxed_order", "strict_order")
+ITERATIVE_SCAN_MODES = get("iterative_scan").choices
 #: pgvector 0.8's defaults: a setting equal to its default is removed from the database.
 PGVECTOR_DEFAULTS = {
     "hnsw.ef_search": "40",
@@ -38,7 +39,7 @@ PGVECTOR_DEFAULTS = {
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """What the app's sessions should get.
+    """What the app's sessions should get; defaults and bounds from ``migration.options``.
 
     :param ef_search: candidates an HNSW scan keeps (pgvector 1..1000, default 40).
     :param iterative_scan: ``off``, ``relaxed_order`` or ``strict_order``: whether a scan
@@ -46,20 +47,12 @@ class SearchSettings:
     :param max_scan_tuples: the most tuples an iterative scan visits (default 20000).
     """
 
-    ef_search: int = 100
-    iterative_scan: str = "strict_order"
-    max_scan_tuples: int = 20000
+    ef_search: int = option("ef_search")
+    iterative_scan: str = option("iterative_scan")
+    max_scan_tuples: int = option("max_scan_tuples")
 
     def __post_init__(self) -> None:
-        if not 1 <= self.ef_search <= 1000:
-            raise ConfigError(f"ef_search {self.ef_search} is outside 1..1000 (pgvector's range)")
-        if self.iterative_scan not in ITERATIVE_SCAN_MODES:
-            raise ConfigError(
-                f"iterative scan {self.iterative_scan!r} is not one of "
-                f"{', '.join(ITERATIVE_SCAN_MODES)}"
-            )
-        if not 1 <= self.max_scan_tuples <= 2**31 - 1:
-            raise ConfigError(f"max scan tuples {self.max_scan_tuples} is outside 1..2147483647")
+        validate(self)
 
     def wanted(self) -> dict[str, str | None]:
         """Setting -> value to set, or None to remove (equal to pgvector's default)."""
@@ -110,8 +103,8 @@ def check_can_apply(conn: Conn, s: SearchSettings) -> None:
         raise PreflightError(
             f"the re-index sets pgvector's search settings on database {row[0]} (ALTER DATABASE "
             f"... SET hnsw.ef_search), which only its owner may do: connect as the owner (on "
-            f"RDS the master user), or keep pgvector's defaults (ef_search 40, iterative scan "
-            f"off, max scan tuples 20000) to leave the database's settings alone"
+            f"RDS the master user), or keep pgvector's defaults (`ef_search` 40, "
+            f"`iterative_scan` off, `max_scan_tuples` 20000) to leave the database alone"
         )
 
 
