@@ -341,7 +341,7 @@ def main() -> None:
     parser.add_argument("--ef-search", nargs="+", type=int, default=[40, 64, 100, 200])
     parser.add_argument("--modes", nargs="+", default=["off", "relaxed_order", "strict_order"])
     parser.add_argument("--memory", nargs="+", default=["8MB", "64MB", "1GB"])
-    parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--workers", nargs="+", type=int, default=[0, 2])
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     chunks, per_source = corpus(args.chunks)
