@@ -169,15 +169,17 @@ def corpus(n: int) -> tuple[list[Chunk], dict[str, int]]:
     sources = [_pydoc_topics(), _stdlib_docstrings(), _site_packages(), _usr_share_doc()]
     per_source: dict[str, int] = {}
 
-    def add(name: str, text: str) -> None:
+    def add(name: str, text: str) -> bool:
+        """Keep a document unless it is short or a copy of one kept already."""
         text = text.strip()[:DOC_CAP]
         digest = hashlib.sha1(text.encode()).hexdigest()
         if len(text) < 200 or digest in seen:
-            return
+            return False
         seen.add(digest)
         documents.append((name, text))
         kind = name.split(":", 1)[0]
         per_source[kind] = per_source.get(kind, 0) + 1
+        return True
 
     for source in sources:
         for name, text in source:
@@ -194,11 +196,11 @@ def corpus(n: int) -> tuple[list[Chunk], dict[str, int]]:
             page = next(man, None)
             if page is None:
                 break
-            add(*page)
-            queue.append(documents[-1])
+            if add(*page):
+                queue.append(documents[-1])
             continue
         name, text = queue.pop(0)
-        document_id = hashlib.md5(name.encode()).hexdigest()
+        document_id = hashlib.md5(f"{name}\x00{text}".encode()).hexdigest()  # names repeat
         user = rnd.choices(users, weights=weights)[0]
         for i, piece in enumerate(_split(text)):
             chunks.append(Chunk(f"{document_id}-{i}", document_id, user, piece))
