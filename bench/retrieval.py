@@ -9,7 +9,7 @@ What it measures, on one embedded PostgreSQL 16 + pgvector server:
 1. for a grid of ``m`` x ``ef_construction`` (one index build each), ``hnsw.ef_search`` and
    ``hnsw.iterative_scan`` set on the database (as the re-index sets them): recall@3/5/10,
    self-hit rate, short results and p50/p95 latency of the app's own query, measured by
-   `migration.verify.measure_retrieval`, the very function `verify` runs, in a fresh session;
+   `migration.retrieval.measure_retrieval`, the very function `verify` runs, in a fresh session;
 2. the HNSW build time against ``maintenance_work_mem`` and
    ``max_parallel_maintenance_workers``.
 
