@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migration.errors import PgDumpUnsuitable
+from migration.errors import ImportFailed, PgDumpUnsuitable
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
@@ -229,12 +229,14 @@ _SET_CONFIG = re.compile(r"^SELECT pg_catalog\.set_config\('([\w.]+)'")
 _HEADER = re.compile(r"^-- Name: (.*); Type: (.*); Schema: (.*); Owner: .*$")
 
 
-def clean_sql(text: str, known_settings: set[str]) -> str:
+def clean_sql(text: str, known_settings: set[str], dropped: list[str] | None = None) -> str:
     """Make pg_dump/pg_restore SQL safe to send through psycopg.
 
     Drops psql meta-commands (``\\restrict``, ``\\unrestrict``, ``\\connect``: psql-only) and
     ``SET`` of settings the target does not know (pg_dump 17+ emits ``transaction_timeout``,
-    which PostgreSQL 16 rejects).
+    which PostgreSQL 16 rejects; a patched source server may set its own).
+
+    :param dropped: receives the names of the settings left out, for the report.
     """
     lines = []
     for line in text.splitlines():
@@ -242,6 +244,8 @@ def clean_sql(text: str, known_settings: set[str]) -> str:
             continue
         match = _SET.match(line) or _SET_CONFIG.match(line)
         if match and match.group(1).lower() not in known_settings:
+            if dropped is not None:
+                dropped.append(match.group(1))
             continue
         lines.append(line)
     return "\n".join(lines) + "\n"
@@ -298,3 +302,17 @@ def restore_to_sql_args(tools: PgTools, listing: Path) -> list[str]:
         "--use-list",
         str(listing),
     ]
+
+
+def run_tool(tools: PgTools, args: list[str], env: dict[str, str] | None = None) -> str:
+    """Run pg_dump/pg_restore; return its stdout.
+
+    :raises ImportFailed: it exits non-zero (its last stderr line in the message; the argv
+        holds no password, see `Endpoint.libpq_env`).
+    """
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        last = lines[-1] if lines else proc.returncode
+        raise ImportFailed(f"{Path(args[0]).name} {tools.version} failed: {last}")
+    return proc.stdout
