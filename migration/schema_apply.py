@@ -263,11 +263,20 @@ def _without_rejected(conn: Conn, item: SqlItem, statement: str, left: list[Left
     return code if rejected else None
 
 
-def _fail(item: SqlItem, statement: str, exc: psycopg.Error) -> SchemaApplyFailed:
+def _fail(item: SqlItem, statement: str, exc: psycopg.Error) -> Exception:
+    """The error to raise: the driver's own for what callers explain themselves (a lost
+    connection, objects depending on a drop), else one naming the entry and the statement."""
+    if isinstance(exc, (psycopg.OperationalError, errors.DependentObjectsStillExist)):
+        return exc
     shown = _code(statement)
     shown = shown if len(shown) <= 600 else shown[:600] + " ..."
+    what = (
+        "the dump's opening statements"
+        if item.kind == "PREAMBLE"
+        else f"{item.kind} {item.schema}.{item.name}"
+    )
     return SchemaApplyFailed(
-        f"{item.kind} {item.schema}.{item.name} failed on the target: "
+        f"{what} failed on the target: "
         f"{exc.diag.message_primary or exc}\n  statement: {shown}"
     )
 
@@ -284,7 +293,7 @@ def apply_item(conn: Conn, item: SqlItem, left: list[LeftOut]) -> None:
         err = _try(conn, statement)
         if err is None:
             continue
-        if not isinstance(err, _UNKNOWN_PARAMETER):
+        if conn.broken or not isinstance(err, _UNKNOWN_PARAMETER):
             raise _fail(item, statement, err)
         rewritten = _without_rejected(conn, item, statement, left)
         if rewritten is None:
@@ -304,7 +313,7 @@ def apply_script(conn: Conn, text: str, settings: set[str], left: list[LeftOut])
     for name in dict.fromkeys(dropped):
         left.append(LeftOut("setting", name, "the target's server does not know it"))
     if _code(preamble):
-        apply_item(conn, SqlItem("session settings", "PREAMBLE", "-", preamble), left)
+        apply_item(conn, SqlItem("opening statements", "PREAMBLE", "-", preamble), left)
     for item in items:
         apply_item(conn, item, left)
     return len(items)

@@ -617,7 +617,10 @@ def data(ctx: ImportContext, workers: Workers) -> None:
 
 
 def _map(workers: Workers, jobs: int, work: Callable[[X], Y], items: list[X]) -> list[Y]:
-    if workers.fixed is not None or jobs == 1 or len(items) < 2:
+    """`work` over `items`, `jobs` at a time; every item is attempted even when one fails
+    (a re-run then has only the failed ones left). In one transaction (a replace): in order,
+    stopping at the first failure, which rolls everything back anyway."""
+    if workers.fixed is not None:
         return [work(x) for x in items]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(work, items))
