@@ -226,6 +226,16 @@ def _try(conn: Conn, statement: str) -> psycopg.Error | None:
     return None
 
 
+def _probe(conn: Conn, statement: str) -> psycopg.Error | None:
+    """Run `statement` in a savepoint that is always rolled back; return its error or None."""
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute(statement.encode())
+    except psycopg.Error as exc:
+        return exc
+    return None
+
+
 def _where(item: SqlItem, statement: str) -> str:
     where = f"{item.kind} {item.schema}.{item.name}"
     col = re.search(r"ALTER COLUMN\s+(\"[^\"]+\"|\S+)", statement, re.IGNORECASE)
@@ -248,7 +258,7 @@ def _without_rejected(conn: Conn, item: SqlItem, statement: str, left: list[Left
     for lst in reversed(_option_lists(code)):  # from the end: earlier spans stay valid
         keep = []
         for option in lst.items:
-            err = _try(conn, _rewrite(code, lst, [option]) or code)
+            err = _probe(conn, _rewrite(code, lst, [option]) or code)
             if isinstance(err, _UNKNOWN_PARAMETER):
                 kind = "column option" if "ALTER COLUMN" in code.upper() else "storage parameter"
                 why = err.diag.message_primary or type(err).__name__
@@ -276,8 +286,7 @@ def _fail(item: SqlItem, statement: str, exc: psycopg.Error) -> Exception:
         else f"{item.kind} {item.schema}.{item.name}"
     )
     return SchemaApplyFailed(
-        f"{what} failed on the target: "
-        f"{exc.diag.message_primary or exc}\n  statement: {shown}"
+        f"{what} failed on the target: {exc.diag.message_primary or exc}\n  statement: {shown}"
     )
 
 

@@ -63,7 +63,7 @@ from migration.errors import (
     TargetNotEmpty,
     UnknownSchema,
 )
-from migration.extension import UUID_STAND_IN, SourceLayout, read_source_layout
+from migration.extension import EXTENSIONS_SCHEMA, UUID_STAND_IN, SourceLayout, read_source_layout
 from migration.lock import target_lock
 from migration.pgtools import (
     PgTools,
@@ -383,8 +383,8 @@ def preflight(ctx: ImportContext) -> None:
     if not ctx.tables:
         raise PreflightError(
             f"the source {ctx.source.masked} has no tables in schema(s) "
-            f"{', '.join(ctx.schemas)}: check the source URL (database name) and the schemas "
-            "setting; nothing was changed"
+            f"{', '.join(ctx.schemas)}: check the source URL (database name) and --schemas; "
+            "nothing was changed"
         )
     ctx.tools = find_pg_tools(server_major(snap), opts.pg_dump)
     ctx.report.pg_dump = f"{ctx.tools.version} ({ctx.tools.pg_dump})"
@@ -413,7 +413,7 @@ def _check_schemas(ctx: ImportContext) -> None:
     if missing:
         raise UnknownSchema(
             f"schema {', '.join(repr(s) for s in missing)} does not exist on the source "
-            f"{ctx.source.masked}: check the schemas setting"
+            f"{ctx.source.masked}: check --schemas"
         )
 
 
@@ -426,7 +426,7 @@ def _read_earlier_run(ctx: ImportContext) -> None:
         if changed:
             raise SettingsChanged(
                 f"the target holds an import with different settings ({', '.join(changed)}): "
-                "restart to discard it (the restart setting), or use the earlier settings"
+                "run with --restart to discard it, or use the earlier settings"
             )
         ctx.report.resumed = True
         ctx.report.already_complete = run.complete
@@ -446,14 +446,14 @@ def _check_target(ctx: ImportContext) -> None:
     found = ctx.existing + ctx.objects
     if found and ctx.opts.on_existing == "fail":
         raise TargetNotEmpty(
-            f"the target already holds {', '.join(found)}: nothing was changed; set "
-            "on_existing to replace to back the tables up and replace them"
+            f"the target already holds {', '.join(found)}: nothing was changed; use "
+            "--on-existing replace to back them up and replace them"
         )
     ctx.replacing = ctx.opts.on_existing == "replace" and bool(
         found or (ctx.discard and ctx.run is not None)
     )
     if ctx.existing and ctx.opts.backup is None:
-        raise ConfigError("on_existing replace needs a backup location to keep the target's tables")
+        raise ConfigError("--on-existing replace needs --backup to keep the target's tables")
     if ctx.replacing or ctx.discard:
         _refuse_outside_dependents(ctx.tconn, sorted(set(ctx.existing) | ctx.ours))
     vector = ctx.layout.extensions.get("vector")
@@ -700,7 +700,11 @@ def dry_run(ctx: ImportContext) -> None:
 def _extensions_for_dry_run(ctx: ImportContext) -> None:
     """The source's extensions, in their schemas, where the target lacks them (rolled back)."""
     conn = ctx.tconn
-    for name, schema in ctx.layout.extensions.items():
+    wanted = dict(ctx.layout.extensions)
+    if ctx.layout.uses_extensions_schema:  # step 1 puts these there (or a stand-in)
+        wanted.setdefault("uuid-ossp", EXTENSIONS_SCHEMA)
+        wanted.setdefault("pgcrypto", EXTENSIONS_SCHEMA)
+    for name, schema in wanted.items():
         if name == "plpgsql":
             continue
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
