@@ -218,6 +218,9 @@ def _objects(url: str) -> list[tuple[Any, ...]]:
     return [*rows, ("counts", counts)]
 
 
+ENUM = "CREATE TYPE public.documents_status_enum AS ENUM ('pending', 'done');"
+
+
 class _FailAfterFirstTable(NullReporter):
     def finish(self, key: str, message: str | None = None) -> None:
         if key.startswith("copy:"):
@@ -227,19 +230,20 @@ class _FailAfterFirstTable(NullReporter):
 def test_replace_over_an_app_made_target_is_all_or_nothing(
     servers: Servers, tmp_path: Path
 ) -> None:
-    name, source_url = servers.source_db(chunks=20)
-    enum = "CREATE TYPE public.documents_status_enum AS ENUM ('pending', 'done');"
+    _, source_url = servers.source_db(chunks=20)
     with psycopg.connect(source_url, autocommit=True) as conn:
+        conn.execute(ENUM)
         conn.execute(
-            enum + "ALTER TABLE public.documents ADD COLUMN state "
+            "ALTER TABLE public.documents ADD COLUMN state "
             "public.documents_status_enum DEFAULT 'pending'"
         )
     _, target_url = servers.target_db()
     src, tgt = Endpoint(source_url, "source"), Endpoint(target_url, "target")
     setup_extension(tgt, src)
     with psycopg.connect(target_url, autocommit=True) as conn:  # what the app's ORM made
+        conn.execute(ENUM)
         conn.execute(
-            enum + "CREATE TABLE public.users (id uuid PRIMARY KEY, email text);"
+            "CREATE TABLE public.users (id uuid PRIMARY KEY, email text);"
             "CREATE TABLE public.documents (id uuid PRIMARY KEY, "
             '"userId" uuid REFERENCES public.users(id), state public.documents_status_enum);'
             "INSERT INTO public.users VALUES (gen_random_uuid(), 'app@example.com')"
