@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import select
 import socket
 import ssl
 import struct
@@ -184,21 +185,56 @@ class TlsBridge:
                 )
                 client.close()
             return
-        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
-        _pump(client, upstream)
+        _relay(client, upstream)
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    """Copy `src` to `dst` until either ends; then close both (the other pump then ends)."""
+def _relay(client: socket.socket, upstream: socket.socket) -> None:
+    """Copy bytes both ways until either side ends, in one thread.
+
+    One thread, not one per direction: an SSL object must not be read and written from two
+    threads at once. The upstream side is non-blocking: a readable TLS socket may hold no
+    application data (a TLS 1.3 session ticket), and a blocking read there would wait for the
+    server while the server waits for the client's bytes this thread has not relayed yet.
+    """
+    upstream.setblocking(False)
+    tls = upstream if isinstance(upstream, ssl.SSLSocket) else None
     try:
-        while data := src.recv(262144):
-            dst.sendall(data)
+        while True:
+            ready: list[socket.socket] = [upstream] if tls is not None and tls.pending() else []
+            if not ready:
+                ready, _, _ = select.select([client, upstream], [], [])
+            if upstream in ready:
+                try:
+                    data = upstream.recv(262144)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    data = None
+                if data == b"":
+                    return
+                if data:
+                    client.sendall(data)
+            if client in ready:
+                data = client.recv(262144)
+                if not data:
+                    return
+                _send_all(upstream, data)
     except OSError:
-        pass
+        return
     finally:
-        for s in (src, dst):
+        for s in (client, upstream):
             with contextlib.suppress(OSError):
                 s.close()
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    """`sendall` for a non-blocking (TLS) socket: wait until it can take more."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except (ssl.SSLWantWriteError, BlockingIOError):
+            select.select([], [sock], [])
+        except ssl.SSLWantReadError:
+            select.select([sock], [], [])
 
 
 @contextlib.contextmanager

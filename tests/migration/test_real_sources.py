@@ -122,10 +122,12 @@ def test_verify_full_bridge_checks_the_ca_and_fails_before_writing(
     name, proxy = ssl_source
     tools = find_pg_tools(16)
     good = _ssl_url(servers, name, proxy, f"sslmode=verify-full&sslrootcert={proxy.ca}")
-    with tool_connection(Endpoint(good, "source"), tools.pg_dump) as (info, env):
-        assert "password" not in info and "sslrootcert" not in info
-        dump = run_tool(tools, [str(tools.pg_dump), "--dbname", info, "--schema-only"], env)
-    assert "CREATE TABLE public.measures" in dump
+    # No sslmode (libpq's prefer) against the SSL-only listener: TLS as well.
+    for url in (good, _ssl_url(servers, name, proxy, "connect_timeout=10")):
+        with tool_connection(Endpoint(url, "source"), tools.pg_dump) as (info, env):
+            assert "password" not in info and "sslrootcert" not in info
+            dump = run_tool(tools, [str(tools.pg_dump), "--dbname", info, "--schema-only"], env)
+        assert "CREATE TABLE public.measures" in dump
     other = TLSProxy(servers.source.port)  # a certificate from another CA
     try:
         bad = _ssl_url(servers, name, proxy, f"sslmode=verify-full&sslrootcert={other.ca}")
