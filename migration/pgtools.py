@@ -58,8 +58,16 @@ def candidate_dirs() -> list[Path]:
     return list(dict.fromkeys(dirs))
 
 
+def supports_ssl(tool: Path) -> bool:
+    """Whether `tool`'s libpq has SSL (`migration.tlsbridge.supports_ssl`)."""
+    from migration.tlsbridge import supports_ssl as probe  # tlsbridge imports connection
+
+    return probe(tool)
+
+
 def find_pg_tools(source_major: int, explicit: str | None = None) -> PgTools:
-    """Choose pg_dump: `explicit` if given, else the newest whose major >= the source's.
+    """Choose pg_dump: `explicit` if given, else among those whose major >= the source's one
+    with SSL (see `migration.tlsbridge`), then the newest.
 
     :param source_major: the source server's major version.
     :param explicit: a pg_dump path from ``--pg-dump``/``QCKSTRT_PG_DUMP``; its directory must
@@ -100,7 +108,10 @@ def find_pg_tools(source_major: int, explicit: str | None = None) -> PgTools:
         if info is None:
             continue
         seen.append(f"{info[1]} ({dump})")
-        if info[0] >= source_major and (best is None or info[0] > best.major):
+        if info[0] < source_major:
+            continue
+        # An SSL-capable one first (it needs no TLS bridge), then the newest.
+        if best is None or (supports_ssl(dump), info[0]) > (supports_ssl(best.pg_dump), best.major):
             best = PgTools(dump, restore, info[1], info[0])
     if best is None:
         found = "; found " + ", ".join(seen) if seen else "; found none"
