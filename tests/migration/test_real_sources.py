@@ -296,3 +296,21 @@ def _catalog(url: str) -> tuple[Any, ...]:
         ).fetchone()
     assert row is not None
     return tuple(row)
+
+
+def test_a_hub_model_without_a_network_fails_at_once_naming_the_packaged_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migration.embedder import ModelSpec, hub_reachable, load_model
+    from migration.errors import PreflightError
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: the "hub" is unreachable
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert not hub_reachable()
+    with pytest.raises(PreflightError, match=r"not reachable.*packaged model"):
+        load_model(ModelSpec.parse("sentence-transformers/all-MiniLM-L6-v2"), "cpu")
