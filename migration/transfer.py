@@ -685,6 +685,9 @@ def dry_run(ctx: ImportContext) -> None:
     report.discarded = ctx.existing + sorted(ctx.ours if ctx.discard else [])
     if opts.backup:
         report.backup = f"{BackupLocation(opts.backup).uri} (would write)"
+    if ctx.run is not None and not ctx.discard:
+        ctx.rep.info("dry run: the schema is already there (an earlier run of this import)")
+        return
     with ctx.tconn.transaction(force_rollback=True):
         if ctx.replacing or ctx.discard:
             drop_existing(ctx)

@@ -266,6 +266,8 @@ def test_replace_over_an_app_made_target_is_all_or_nothing(
         import_database(src, tgt, replace, _FailAfterFirstTable())
     assert _objects(target_url) == done
     assert verify(src, tgt).ok
+    assert import_database(src, tgt, ImportOptions(dry_run=True)).already_complete
+    assert _objects(target_url) == done
 
 
 def test_dry_run_before_step_1_proves_the_schema_and_changes_nothing(servers: Servers) -> None:
