@@ -38,6 +38,50 @@ from migration.supabase import LeftOut
 T = TypeVar("T")
 
 
+#: The first OID of objects made after initdb: types below it are built in.
+FIRST_USER_OID = 16384
+#: Built-in types whose binary receive function is not portable (``tsvectorrecv`` faults on
+#: arm64 when fed another architecture's layout: pgcopydb #994).
+_UNPORTABLE_BUILTINS = frozenset({"tsvector", "tsquery", "gtsvector"})
+#: Extension types whose binary I/O is plain big-endian numbers: pgvector's.
+_PORTABLE_EXTENSION_TYPES = frozenset({"vector", "halfvec", "sparsevec"})
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """A column's type as the catalog has it, a domain already replaced by its base type.
+
+    :param kind: ``pg_type.typtype`` (``b`` base, ``c`` composite, ``e`` enum, ...).
+    :param element: for an array type, its element type (else None).
+    """
+
+    oid: int
+    name: str
+    kind: str
+    element: ColumnType | None = None
+
+
+def binary_portable(types: list[ColumnType]) -> bool:
+    """Whether a table whose columns have `types` may go by binary COPY.
+
+    Binary COPY is twice as fast for vectors, but a type's binary form is its send/receive
+    functions' business: only built-in types (but the text-search ones), enums (sent as their
+    label) and pgvector's types are known to read back the same on any server and architecture.
+    Composites and arrays of user-made types carry type OIDs that differ between servers; other
+    extensions' types are unknown. Any such column sends the whole table as text.
+    """
+    for t in types:
+        if t.kind == "c" or (t.element is not None and t.element.oid >= FIRST_USER_OID):
+            return False
+        base = t.element or t
+        if base.name in _UNPORTABLE_BUILTINS:
+            return False
+        extension_made = base.oid >= FIRST_USER_OID and base.kind != "e"
+        if extension_made and base.name not in _PORTABLE_EXTENSION_TYPES:
+            return False
+    return True
+
+
 @dataclass
 class Table:
     """An application table and how to copy it.

@@ -18,6 +18,7 @@ from typing import Any
 from migration.connection import Endpoint
 from migration.errors import MigrationError, VerificationFailed
 from migration.lock import target_lock
+from migration.options import option, validate
 from migration.progress import NullReporter, Reporter
 from migration.reindex import ReindexSettings
 
@@ -25,37 +26,50 @@ STEPS = ("pgvector", "import", "re-index", "verify")
 
 
 class RunFailed(MigrationError):
-    """A step failed; `report` holds the steps so far (JSON-able)."""
+    """A step failed; `result` holds the steps so far (`report`: the same, JSON-able)."""
 
-    def __init__(self, message: str, report: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.report = report
+    def __init__(self, message: str, result: RunReport, setting: str | None = None) -> None:
+        super().__init__(message, setting=setting)
+        self.result = result
+        self.report = result.as_dict()
 
 
 @dataclass
 class RunOptions:
-    """Settings of the four steps (the CLI's flags; the same defaults as each step's own)."""
+    """Settings of the four steps; defaults and validation from ``migration.options``.
 
-    schemas: list[str] = field(default_factory=lambda: ["public"])
-    jobs: int = 2
-    backup: str | None = None
-    on_existing: str = "fail"
-    retries: int = 3
-    vector_schema: str | None = None
+    `vector_schema` is the schema of the `vector` extension (step 1); the vector table's schema
+    and name are the re-index's (`reindex.schema`, `reindex.table`), which the check uses too.
+    """
+
+    schemas: list[str] = option("schemas")
+    jobs: int = option("jobs")
+    backup: str | None = option("backup")
+    on_existing: str = option("on_existing")
+    retries: int = option("retries")
+    pg_dump: str | None = option("pg_dump")
+    vector_schema: str | None = option("vector_schema")
     reindex: ReindexSettings = field(default_factory=ReindexSettings)
-    lock_wait_seconds: float = 0.0
+    lock_wait_seconds: float = option("lock_wait_seconds")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+#: A step's own report: ExtensionReport, ImportReport, ReindexReport or VerifyReport.
+StepReport = Any
 
 
 @dataclass
 class StepResult:
-    """One step's outcome: a one-line summary for the table, and the step's full report."""
+    """One step's outcome: a one-line summary for the table, and the step's own typed report."""
 
     number: int
     name: str
     status: str  # done | failed | not run
     seconds: float = 0.0
     summary: str = ""
-    report: dict[str, Any] | None = None
+    report: StepReport | None = None
 
 
 @dataclass
@@ -90,6 +104,7 @@ def _import(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
         backup=o.backup,
         on_existing=o.on_existing,  # type: ignore[arg-type]
         retries=o.retries,
+        pg_dump=o.pg_dump,
     )
     return import_database(source, target, options, rep)
 
@@ -103,30 +118,37 @@ def _reindex(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -
 def _verify(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
     from migration.verify import verify
 
-    return verify(source, target, o.schemas, reporter=rep)
+    return verify(source, target, o.schemas, vector_table=o.reindex.table, reporter=rep)
 
 
-def _summary(name: str, r: dict[str, Any]) -> str:
-    """What a step did, in one line for the table."""
-    if name == "pgvector":
-        verb = "created" if r["vector_created"] else "updated" if r["vector_updated"] else "present"
-        return f"vector {r['vector_version']} {verb} in schema {r['vector_schema']}"
-    if name == "import":
-        rows = sum(t["rows"] for t in r["tables"])
-        if r["already_complete"]:
-            return f"already imported: {len(r['tables'])} tables, {rows:,} rows; nothing to do"
-        resumed = " (resumed)" if r["resumed"] else ""
-        backup = f"; backup {r['backup']}" if r["backup"] else ""
-        return f"{len(r['tables'])} tables, {rows:,} rows{resumed}{backup}"
-    if name == "re-index":
-        index = r.get("index") or {}
-        rate = f"{r['chunks_per_second']:.1f}/s" if r["rows_embedded"] else "all current"
+def _summary(report: StepReport) -> str:
+    """What a step did, in one line for the table (from the step's typed report)."""
+    from migration.extension import ExtensionReport
+    from migration.reindex import ReindexReport
+    from migration.transfer import ImportReport
+
+    if isinstance(report, ExtensionReport):
+        verb = "created" if report.vector_created else "updated" if report.vector_updated else ""
         return (
-            f"{r['rows_embedded']:,} of {r['rows_total']:,} chunks embedded ({rate}); "
-            f"index {index.get('name', '-')} {index.get('action', '-')}"
+            f"vector {report.vector_version} {verb or 'present'} in schema {report.vector_schema}"
         )
-    rows = sum(t["source_rows"] for t in r["tables"])
-    return f"{len(r['tables'])} tables, {rows:,} rows: counts and checksums match"
+    if isinstance(report, ImportReport):
+        rows = sum(t.rows for t in report.tables)
+        tables = len(report.tables)
+        if report.already_complete:
+            return f"already imported: {tables} tables, {rows:,} rows; nothing to do"
+        resumed = " (resumed)" if report.resumed else ""
+        backup = f"; backup {report.backup}" if report.backup else ""
+        return f"{tables} tables, {rows:,} rows{resumed}{backup}"
+    if isinstance(report, ReindexReport):
+        index = report.index
+        rate = f"{report.chunks_per_second:.1f}/s" if report.rows_embedded else "all current"
+        return (
+            f"{report.rows_embedded:,} of {report.rows_total:,} chunks embedded ({rate}); "
+            f"index {index.name if index else '-'} {index.action if index else '-'}"
+        )
+    rows = sum(t.source_rows for t in report.tables)
+    return f"{len(report.tables)} tables, {rows:,} rows: counts and checksums match"
 
 
 Step = Callable[[Endpoint, Endpoint, RunOptions, Reporter], Any]
@@ -160,15 +182,14 @@ def run_all(
             rep.info(f"step {step.number}/{len(STEPS)}: {step.name}")
             t0 = time.monotonic()
             try:
-                result = _FUNCTIONS[step.name](source, target, opts, rep).as_dict()
+                result = _FUNCTIONS[step.name](source, target, opts, rep)
             except VerificationFailed as exc:
                 step.status, step.seconds = "failed", round(time.monotonic() - t0, 3)
-                step.report = exc.report
+                step.report = exc.result
                 step.summary = str(exc)
                 report.seconds = round(time.monotonic() - began, 3)
                 raise VerificationFailed(
-                    f"step {step.number}/{len(STEPS)} ({step.name}) failed: {exc}",
-                    report.as_dict(),
+                    f"step {step.number}/{len(STEPS)} ({step.name}) failed: {exc}", report
                 ) from exc
             except MigrationError as exc:
                 step.status, step.seconds = "failed", round(time.monotonic() - t0, 3)
@@ -176,11 +197,12 @@ def run_all(
                 report.seconds = round(time.monotonic() - began, 3)
                 raise RunFailed(
                     f"step {step.number}/{len(STEPS)} ({step.name}) failed: {exc}",
-                    report.as_dict(),
+                    report,
+                    setting=exc.setting,
                 ) from exc
             step.status, step.seconds = "done", round(time.monotonic() - t0, 3)
             step.report = result
-            step.summary = _summary(step.name, result)
+            step.summary = _summary(result)
             rep.info(f"step {step.number}/{len(STEPS)}: {step.name}: {step.summary}")
     report.seconds = round(time.monotonic() - began, 3)
     return report

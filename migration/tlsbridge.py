@@ -256,7 +256,7 @@ def tool_connection(endpoint: Endpoint, tool: Path) -> Iterator[tuple[str, dict[
         raise ConfigError(
             f"{endpoint.name} URL names several hosts ({host}): {tool.name} has no SSL and the "
             "bridge that gives it SSL takes one host; name one, or install an SSL-capable "
-            "pg_dump (e.g. apt install postgresql-client-16) and give it with --pg-dump"
+            "pg_dump (e.g. apt install postgresql-client-16) and name it in `pg_dump`"
         )
     ctx, effective = client_context(params, host)
     port = int(params.get("port") or env.get("PGPORT") or 5432)

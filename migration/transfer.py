@@ -45,10 +45,12 @@ from migration import state, supabase
 from migration.backup import BackupLocation, run_pg_dump
 from migration.connection import Conn, Endpoint, refuse_same_database, server_major
 from migration.copying import (
+    ColumnType,
     Table,
     TableResult,
     Workers,
     apply_post_data_item,
+    binary_portable,
     copy_table,
     step_key,
     with_retries,
@@ -65,6 +67,7 @@ from migration.errors import (
 )
 from migration.extension import EXTENSIONS_SCHEMA, UUID_STAND_IN, SourceLayout, read_source_layout
 from migration.lock import target_lock
+from migration.options import option, validate
 from migration.pgtools import (
     PgTools,
     SqlItem,
@@ -115,32 +118,25 @@ class ImportOptions:
     :param on_existing: ``fail`` refuses a target that holds any of the tables; ``replace``
         backs them up, then drops them.
     :param restart: discard the progress of an interrupted import and start again.
-    :param dry_run: read and report, write nothing.
+    :param dry_run: apply the schema in a transaction that is rolled back, and report.
     :param pg_dump: a pg_dump to use instead of the newest suitable one.
     :param lock_wait_seconds: how long to wait for another run's lock on the target.
     :param retries: how often a table copy or post-data statement is retried after a lost
         connection (with exponential backoff) before the import stops; a re-run resumes.
     """
 
-    schemas: list[str] = field(default_factory=lambda: ["public"])
-    jobs: int = 2
-    backup: str | None = None
-    on_existing: OnExisting = "fail"
-    restart: bool = False
-    dry_run: bool = False
-    pg_dump: str | None = None
-    lock_wait_seconds: float = 0.0
-    retries: int = 3
+    schemas: list[str] = option("schemas")
+    jobs: int = option("jobs")
+    backup: str | None = option("backup")
+    on_existing: OnExisting = option("on_existing")
+    restart: bool = option("restart")
+    dry_run: bool = option("dry_run")
+    pg_dump: str | None = option("pg_dump")
+    lock_wait_seconds: float = option("lock_wait_seconds")
+    retries: int = option("retries")
 
     def __post_init__(self) -> None:
-        if self.retries < 0:
-            raise ConfigError(f"retries must be 0 or more, not {self.retries}")
-        if self.jobs < 1:
-            raise ConfigError(f"jobs must be at least 1, not {self.jobs}")
-        if self.on_existing not in ("fail", "replace"):
-            raise ConfigError(f"on_existing must be fail or replace, not {self.on_existing!r}")
-        if not self.schemas:
-            raise ConfigError("no application schema given")
+        validate(self)  # one judgement per setting, the same as the CLI's and the providers'
         if self.backup:
             BackupLocation(self.backup)  # validates the form now, before any connection
 
@@ -300,32 +296,41 @@ def _sequences(conn: Conn, schemas: list[str]) -> list[tuple[str, int, bool]]:
 
 def _tables(conn: Conn, schemas: list[str]) -> list[Table]:
     """The application tables, largest first; `binary` only where every column's type has
-    binary I/O that is portable (built-in types but the text-search ones, enums, pgvector's)."""
+    binary I/O that is portable (`binary_portable`)."""
     rows = conn.execute(
-        "SELECT n.nspname, c.relname, "
+        "SELECT c.oid, n.nspname, c.relname, "
         "ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 "
         "      AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum)::text[], "
-        "NOT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type t0 ON t0.oid = a.atttypid "
-        "      JOIN pg_type t ON t.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype "
-        "        ELSE t0.oid END "
-        "      LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
-        "      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-        "      AND (t.typtype = 'c' OR (e.oid IS NOT NULL AND e.oid >= 16384) "
-        "        OR coalesce(e.typname, t.typname) IN ('tsvector', 'tsquery', 'gtsvector') "
-        "        OR (coalesce(e.oid, t.oid) >= 16384 AND coalesce(e.typtype, t.typtype) <> 'e' "
-        "          AND coalesce(e.typname, t.typname) NOT IN "
-        "            ('vector', 'halfvec', 'sparsevec')))), "
         "GREATEST(c.reltuples, 0)::bigint, pg_table_size(c.oid) "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
         "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
         "      AND d.objid = c.oid AND d.deptype = 'e') "
-        "ORDER BY pg_table_size(c.oid) DESC, 1, 2",
+        "ORDER BY pg_table_size(c.oid) DESC, 2, 3",
         (schemas,),
     ).fetchall()
+    types = _column_types(conn, [int(r[0]) for r in rows])
     return [
-        Table(str(s), str(n), list(cols), bool(b), int(e), int(z)) for s, n, cols, b, e, z in rows
+        Table(str(s), str(n), list(cols), binary_portable(types.get(int(oid), [])), int(e), int(z))
+        for oid, s, n, cols, e, z in rows
     ]
+
+
+def _column_types(conn: Conn, oids: list[int]) -> dict[int, list[ColumnType]]:
+    """Each table's column types (domains replaced by their base type), by table OID."""
+    found: dict[int, list[ColumnType]] = {}
+    for rel, oid, name, kind, e_oid, e_name, e_kind in conn.execute(
+        "SELECT a.attrelid::bigint, t.oid::bigint, t.typname::text, t.typtype::text, "
+        "  e.oid::bigint, e.typname::text, e.typtype::text "
+        "FROM pg_attribute a JOIN pg_type t0 ON t0.oid = a.atttypid "
+        "JOIN pg_type t ON t.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END "
+        "LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
+        "WHERE a.attrelid = ANY(%s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped",
+        (oids,),
+    ).fetchall():
+        element = ColumnType(int(e_oid), str(e_name), str(e_kind)) if e_oid is not None else None
+        found.setdefault(int(rel), []).append(ColumnType(int(oid), str(name), str(kind), element))
+    return found
 
 
 def _existing(conn: Conn, tables: list[Table]) -> list[str]:
@@ -383,7 +388,7 @@ def preflight(ctx: ImportContext) -> None:
     if not ctx.tables:
         raise PreflightError(
             f"the source {ctx.source.masked} has no tables in schema(s) "
-            f"{', '.join(ctx.schemas)}: check the source URL (database name) and --schemas; "
+            f"{', '.join(ctx.schemas)}: check the source URL (database name) and `schemas`; "
             "nothing was changed"
         )
     ctx.tools = find_pg_tools(server_major(snap), opts.pg_dump)
@@ -413,7 +418,7 @@ def _check_schemas(ctx: ImportContext) -> None:
     if missing:
         raise UnknownSchema(
             f"schema {', '.join(repr(s) for s in missing)} does not exist on the source "
-            f"{ctx.source.masked}: check --schemas"
+            f"{ctx.source.masked}: check `schemas`"
         )
 
 
@@ -426,7 +431,7 @@ def _read_earlier_run(ctx: ImportContext) -> None:
         if changed:
             raise SettingsChanged(
                 f"the target holds an import with different settings ({', '.join(changed)}): "
-                "run with --restart to discard it, or use the earlier settings"
+                "run with `restart` to discard it, or use the earlier settings"
             )
         ctx.report.resumed = True
         ctx.report.already_complete = run.complete
@@ -447,13 +452,15 @@ def _check_target(ctx: ImportContext) -> None:
     if found and ctx.opts.on_existing == "fail":
         raise TargetNotEmpty(
             f"the target already holds {', '.join(found)}: nothing was changed; use "
-            "--on-existing replace to back them up and replace them"
+            "`on_existing` replace to back them up and replace them"
         )
     ctx.replacing = ctx.opts.on_existing == "replace" and bool(
         found or (ctx.discard and ctx.run is not None)
     )
     if ctx.existing and ctx.opts.backup is None:
-        raise ConfigError("--on-existing replace needs --backup to keep the target's tables")
+        raise ConfigError(
+            "`on_existing` replace needs `backup` to keep the target's tables", setting="backup"
+        )
     if ctx.replacing or ctx.discard:
         _refuse_outside_dependents(ctx.tconn, sorted(set(ctx.existing) | ctx.ours))
     vector = ctx.layout.extensions.get("vector")
