@@ -32,6 +32,7 @@ class AppConfigInputs:
     llm_model: str
     bucket_name: pulumi.Input[str]
     region: str
+    storage_tenant_id: str = "stub"
 
 
 @dataclass
@@ -65,6 +66,12 @@ def app_config_document(c: AppConfigInputs) -> pulumi.Output[str]:
             "FILE_STORAGE_PROVIDER": "s3",
             "FILE_STORAGE_BUCKET": c.bucket_name,
             "AWS_REGION": c.region,
+            # storage-api, kept with the S3 backend: its own variable names, so its
+            # environment is these values as they stand (its files are in the same bucket).
+            "STORAGE_BACKEND": "s3",
+            "GLOBAL_S3_BUCKET": c.bucket_name,
+            "TENANT_ID": c.storage_tenant_id,
+            "REGION": c.region,
         }
     )
 

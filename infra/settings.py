@@ -232,6 +232,13 @@ KEYS: tuple[Key, ...] = (
         90,
         "Days after which objects under `migration/` (dumps, backups) expire.",
     ),
+    Key(
+        "storageTenantId",
+        "string",
+        "stub",
+        "storage-api's `TENANT_ID`: first segment of each file's key "
+        "(`<tenant>/<bucket>/<name>/<version>`); keep the source's (`stub` when self-hosted).",
+    ),
     # Data steps (dynamic resources run by `pulumi up`)
     Key(
         "migrationEnabled",
@@ -396,6 +403,7 @@ class LlmSettings:
 class StorageSettings:
     force_destroy: bool
     migration_object_expiration_days: int
+    tenant_id: str = "stub"
 
 
 @dataclass(frozen=True)
@@ -585,6 +593,7 @@ def load(config: pulumi.Config | None = None, stack: str | None = None) -> Setti
         storage=StorageSettings(
             force_destroy=read.boolean("bucketForceDestroy"),
             migration_object_expiration_days=read.integer("migrationObjectExpirationDays"),
+            tenant_id=read.string("storageTenantId"),
         ),
         monitoring=MonitoringSettings(
             alert_email=read.string("alertEmail"),
@@ -934,6 +943,15 @@ def _validate_llm(s: Settings) -> None:
 
 
 def _validate_storage_and_secrets(s: Settings) -> None:
+    tenant = s.storage.tenant_id
+    _require(
+        re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", tenant) is not None
+        and tenant != "migration",
+        "storageTenantId",
+        f"{tenant!r} is not a storage-api tenant id (one key segment, not migration/, which "
+        "holds the expiring dumps)",
+        "use the source's TENANT_ID, stub on self-hosted Supabase",
+    )
     days = s.storage.migration_object_expiration_days
     _require(
         days >= 1,
