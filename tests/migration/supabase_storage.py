@@ -243,3 +243,32 @@ def insert_rows(conn: Conn, objects: Sequence[StoredObject] = OBJECTS) -> None:
                     json.dumps({}),
                 ),
             )
+
+
+def storage_shape(conn: Conn) -> dict[str, object]:
+    """What storage-api relies on in schema `storage`, comparable between source and target:
+    its functions, triggers, foreign keys, row level security, and migrations bookkeeping."""
+
+    def rows(query: str) -> list[tuple[object, ...]]:
+        return sorted(conn.execute(query).fetchall(), key=repr)
+
+    return {
+        "functions": rows(
+            "SELECT proname, pg_get_function_identity_arguments(oid) FROM pg_proc "
+            "WHERE pronamespace = 'storage'::regnamespace"
+        ),
+        "triggers": rows(
+            "SELECT tgrelid::regclass::text, tgname, tgfoid::regproc::text FROM pg_trigger "
+            "WHERE NOT tgisinternal AND tgrelid IN "
+            "(SELECT oid FROM pg_class WHERE relnamespace = 'storage'::regnamespace)"
+        ),
+        "foreign keys": rows(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE contype = 'f' AND connamespace = 'storage'::regnamespace"
+        ),
+        "row security": rows(
+            "SELECT relname, relrowsecurity FROM pg_class "
+            "WHERE relnamespace = 'storage'::regnamespace AND relkind = 'r'"
+        ),
+        "migrations": rows("SELECT id, name, hash FROM storage.migrations"),
+    }
