@@ -349,12 +349,29 @@ def _cmd_demo(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
     return asdict(report)
 
 
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    from migration.storage_cli import add_storage
+
+    add_storage(p)
+
+
+def _cmd_storage(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+    from migration.storage_cli import cmd_storage
+
+    return cmd_storage(args, rep)
+
+
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {
     "run": ("steps 1-4 in order: what `pulumi up` runs", _add_run, _cmd_run),
     "extension": ("1. create/update pgvector on the target", _add_extension, _cmd_extension),
     "import": ("2. back up, then import schema and data", _add_import, _cmd_import),
     "reindex": ("3. re-embed every chunk and build the HNSW index", _add_reindex, _cmd_reindex),
     "verify": ("4. compare row counts and checksums", _add_verify, _cmd_verify),
+    "storage": (
+        "copy storage-api's files into the stack's bucket at its S3 keys (opt-in)",
+        _add_storage,
+        _cmd_storage,
+    ),
     "restore": (
         "rollback: restore the import's backup into an empty target",
         _add_restore,

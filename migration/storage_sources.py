@@ -339,3 +339,28 @@ def s3_source_client(
     return boto3.client(
         "s3", endpoint_url=endpoint_url or None, region_name=region, config=config, **keys
     )
+
+
+def credentials_from_secret_arn(arn: str) -> SourceCredentials:
+    """Keys of the source store from a Secrets Manager secret (JSON, see
+    `credentials_from_json`), read with the identity the step runs as.
+
+    :raises ConfigError: the secret cannot be read or lacks the keys (no value in the message).
+    """
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parts = arn.split(":")
+    if len(parts) < 7 or parts[2] != "secretsmanager":
+        raise ConfigError(f"{arn!r} is not a Secrets Manager secret ARN")
+    client = boto3.client("secretsmanager", region_name=parts[3])
+    try:
+        text = client.get_secret_value(SecretId=arn).get("SecretString")
+    except (ClientError, BotoCoreError) as exc:
+        raise ConfigError(
+            f"cannot read secret {arn} ({type(exc).__name__}): check the ARN and that this "
+            "identity may call secretsmanager:GetSecretValue and kms:Decrypt on its key"
+        ) from None
+    if not text:
+        raise ConfigError(f"secret {arn} has no string value")
+    return credentials_from_json(str(text), f"secret {arn}")

@@ -23,6 +23,7 @@ import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
+from migration import cli
 from migration.connection import Endpoint
 from migration.errors import ConfigError, PreflightError
 from migration.local import free_port
@@ -370,3 +371,30 @@ def test_killed_copy_resumes_without_copying_again(
         assert _versions(s3) == sorted(o.key() for o in OBJECTS), "duplicates after the resume"
     finally:
         server.stop()
+
+
+def test_cli_storage_subcommand(
+    storage_source: StorageSource,
+    aws: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    storage_source.add(OBJECTS)
+    gone = OBJECTS[-1]
+    file_path(storage_source.root, gone).unlink()
+    monkeypatch.setenv("SOURCE_DATABASE_URL", storage_source.url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    args = ["storage", "--bucket", BUCKET, "--from-dir", str(storage_source.root), "--json"]
+
+    assert cli.main(args) == 2
+    refused = capsys.readouterr()
+    assert f"avatars/{gone.name}" in refused.err and "--allow-missing-objects" in refused.err
+
+    assert cli.main([*args, "--allow-missing-objects"]) == 0
+    done = capsys.readouterr()
+    report = json.loads(done.out)
+    assert report["copied"] == len(OBJECTS) - 1
+    assert report["missing"] == [f"avatars/{gone.name}"]
+    password = storage_source.servers.source.superuser_password
+    assert password not in refused.out + refused.err + done.out + done.err
+    _assert_in_bucket(aws, OBJECTS[:-1])
