@@ -243,13 +243,18 @@ def _cmd_reindex(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
 
 
 def _add_run(p: argparse.ArgumentParser) -> None:
+    from migration.storage_cli import add_storage
+
     _add_import(p)
     _reindex_flags(p)
     _vector_schema(p)
+    add_storage(
+        p.add_argument_group("storage step (runs when --from-dir or --from-s3 is given)"), False
+    )
 
 
 def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
-    from migration.run import RunOptions, run_all
+    from migration.run import RunOptions, StorageStep, run_all
 
     if args.dry_run or args.restart:
         raise ConfigError("--dry-run and --restart belong to `qckstrt-migrate import`, not run")
@@ -263,6 +268,10 @@ def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
         reindex=_reindex_settings(args),
         lock_wait_seconds=args.lock_wait,
     )
+    from migration import storage_cli
+
+    if storage_cli.wanted(args):
+        options.storage = StorageStep(storage_cli.source_of(args), storage_cli.settings_of(args))
     source, target = _endpoint(args, "source"), _endpoint(args, "target")
     return run_all(source, target, options, rep).as_dict()
 

@@ -5,7 +5,9 @@ so "run" only has to order them, name them ("step 2/4: import"), stop at the fir
 the step's name, and hold the target's lock across all four so that no other run slips in
 between them. A second `run` on a migrated target does nothing and still passes verification.
 Order: pgvector, import, re-index, verify (verification leaves the embedding column out, since
-the re-index rewrites it; it runs last so that it checks the final state).
+the re-index rewrites it; it runs last so that it checks the final state). The storage step
+(storage-api's files into the bucket) is opt-in: with `RunOptions.storage` set it runs after the
+import and before the re-index.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migration.connection import Endpoint
 from migration.errors import MigrationError, VerificationFailed
 from migration.lock import target_lock
 from migration.progress import NullReporter, Reporter
 from migration.reindex import ReindexSettings
+
+if TYPE_CHECKING:
+    from migration.storage_copy import StorageCopySettings
+    from migration.storage_sources import Source
 
 STEPS = ("pgvector", "import", "re-index", "verify")
 
@@ -30,6 +36,18 @@ class RunFailed(MigrationError):
     def __init__(self, message: str, report: dict[str, Any]) -> None:
         super().__init__(message)
         self.report = report
+
+
+@dataclass
+class StorageStep:
+    """The opt-in storage step: where the files are and where they go.
+
+    :param client: a boto3 S3 client for the stack's bucket (default: ``boto3.client("s3")``).
+    """
+
+    source: Source
+    settings: StorageCopySettings
+    client: Any = None
 
 
 @dataclass
@@ -44,6 +62,13 @@ class RunOptions:
     vector_schema: str | None = None
     reindex: ReindexSettings = field(default_factory=ReindexSettings)
     lock_wait_seconds: float = 0.0
+    storage: StorageStep | None = None
+
+    def steps(self) -> tuple[str, ...]:
+        """The steps this run takes, in order (storage only when asked for)."""
+        if self.storage is None:
+            return STEPS
+        return ("pgvector", "import", "storage", "re-index", "verify")
 
 
 @dataclass
@@ -94,6 +119,16 @@ def _import(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
     return import_database(source, target, options, rep)
 
 
+def _storage(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    import boto3
+
+    from migration.storage_copy import copy_objects
+
+    assert o.storage is not None
+    client = o.storage.client or boto3.client("s3")
+    return copy_objects(source, o.storage.source, o.storage.settings, client, rep)
+
+
 def _reindex(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
     from migration.reindex import reindex
 
@@ -118,6 +153,12 @@ def _summary(name: str, r: dict[str, Any]) -> str:
         resumed = " (resumed)" if r["resumed"] else ""
         backup = f"; backup {r['backup']}" if r["backup"] else ""
         return f"{len(r['tables'])} tables, {rows:,} rows{resumed}{backup}"
+    if name == "storage":
+        missing = f", {len(r['missing'])} missing (accepted)" if r["missing"] else ""
+        return (
+            f"{r['objects']:,} files in s3://{r['bucket']}/{r['tenant']}/: {r['copied']:,} "
+            f"copied, {r['already_there']:,} already there{missing}"
+        )
     if name == "re-index":
         index = r.get("index") or {}
         rate = f"{r['chunks_per_second']:.1f}/s" if r["rows_embedded"] else "all current"
@@ -133,6 +174,7 @@ Step = Callable[[Endpoint, Endpoint, RunOptions, Reporter], Any]
 _FUNCTIONS: dict[str, Step] = {
     "pgvector": _extension,
     "import": _import,
+    "storage": _storage,
     "re-index": _reindex,
     "verify": _verify,
 }
@@ -153,11 +195,12 @@ def run_all(
     opts = options or RunOptions()
     rep = reporter or NullReporter()
     report = RunReport(source.masked, target.masked)
-    report.steps = [StepResult(i, name, "not run") for i, name in enumerate(STEPS, 1)]
+    names = opts.steps()
+    report.steps = [StepResult(i, name, "not run") for i, name in enumerate(names, 1)]
     began = time.monotonic()
     with target_lock(target, opts.lock_wait_seconds):
         for step in report.steps:
-            rep.info(f"step {step.number}/{len(STEPS)}: {step.name}")
+            rep.info(f"step {step.number}/{len(names)}: {step.name}")
             t0 = time.monotonic()
             try:
                 result = _FUNCTIONS[step.name](source, target, opts, rep).as_dict()
@@ -167,7 +210,7 @@ def run_all(
                 step.summary = str(exc)
                 report.seconds = round(time.monotonic() - began, 3)
                 raise VerificationFailed(
-                    f"step {step.number}/{len(STEPS)} ({step.name}) failed: {exc}",
+                    f"step {step.number}/{len(names)} ({step.name}) failed: {exc}",
                     report.as_dict(),
                 ) from exc
             except MigrationError as exc:
@@ -175,12 +218,12 @@ def run_all(
                 step.summary = str(exc)
                 report.seconds = round(time.monotonic() - began, 3)
                 raise RunFailed(
-                    f"step {step.number}/{len(STEPS)} ({step.name}) failed: {exc}",
+                    f"step {step.number}/{len(names)} ({step.name}) failed: {exc}",
                     report.as_dict(),
                 ) from exc
             step.status, step.seconds = "done", round(time.monotonic() - t0, 3)
             step.report = result
             step.summary = _summary(step.name, result)
-            rep.info(f"step {step.number}/{len(STEPS)}: {step.name}: {step.summary}")
+            rep.info(f"step {step.number}/{len(names)}: {step.name}: {step.summary}")
     report.seconds = round(time.monotonic() - began, 3)
     return report

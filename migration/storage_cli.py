@@ -31,13 +31,24 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name) or default
 
 
-def add_storage(p: argparse.ArgumentParser) -> None:
-    """The storage step's flags (each with its environment variable)."""
-    p.add_argument("--source", help="source database URL (prefer SOURCE_DATABASE_URL)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    p.add_argument("--bucket", default=_env("QCKSTRT_STORAGE_BUCKET"), help="the stack's bucket")
+def add_storage(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, standalone: bool = True
+) -> None:
+    """The storage step's flags (each with its environment variable).
+
+    :param standalone: the `storage` subcommand's own parser (else `run`'s, which already has
+        ``--source`` and ``--json``).
+    """
+    if standalone:
+        p.add_argument("--source", help="source database URL (prefer SOURCE_DATABASE_URL)")
+        p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument(
-        "--tenant",
+        "--storage-bucket",
+        default=_env("QCKSTRT_STORAGE_BUCKET"),
+        help="the stack's bucket (QCKSTRT_STORAGE_BUCKET; the stack output bucketName)",
+    )
+    p.add_argument(
+        "--storage-tenant",
         default=_env("QCKSTRT_STORAGE_TENANT", STUB),
         help="storage-api's TENANT_ID on AWS (QCKSTRT_STORAGE_TENANT; stub)",
     )
@@ -76,10 +87,10 @@ def add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--source-tenant",
         default=_env("QCKSTRT_STORAGE_SOURCE_TENANT"),
-        help="the source's TENANT_ID (QCKSTRT_STORAGE_SOURCE_TENANT; default: --tenant)",
+        help="the source's TENANT_ID (QCKSTRT_STORAGE_SOURCE_TENANT; default: --storage-tenant)",
     )
     p.add_argument(
-        "--workers",
+        "--storage-workers",
         type=int,
         default=int(_env("QCKSTRT_STORAGE_WORKERS", "4") or 4),
         help="objects copied at once (QCKSTRT_STORAGE_WORKERS; 4)",
@@ -103,7 +114,7 @@ def source_of(args: argparse.Namespace) -> Source:
 
     :raises ConfigError: none or both given.
     """
-    tenant = args.source_tenant or args.tenant
+    tenant = args.source_tenant or args.storage_tenant
     if bool(args.from_dir) == bool(args.from_s3):
         raise ConfigError(
             "name the source backend: --from-dir (QCKSTRT_STORAGE_FILE_PATH) for the file "
@@ -122,6 +133,26 @@ def source_of(args: argparse.Namespace) -> Source:
     return S3BackendSource(args.from_s3, client, tenant, args.version_separator)
 
 
+def wanted(args: argparse.Namespace) -> bool:
+    """Whether `run` should take the storage step: a source backend is named."""
+    return bool(args.from_dir or args.from_s3)
+
+
+def settings_of(args: argparse.Namespace) -> StorageCopySettings:
+    """:raises ConfigError: no bucket, or a bad value (before anything is read)."""
+    if not args.storage_bucket:
+        raise ConfigError("no target bucket: set QCKSTRT_STORAGE_BUCKET or --storage-bucket")
+    settings = StorageCopySettings(
+        args.storage_bucket,
+        args.storage_tenant,
+        args.storage_workers,
+        args.allow_missing_objects,
+        args.version_separator,
+    )
+    settings.validate()
+    return settings
+
+
 def cmd_storage(args: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
     """Copy the objects; the report as a dict."""
     import boto3
@@ -129,16 +160,7 @@ def cmd_storage(args: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
     url = args.source or _env("SOURCE_DATABASE_URL")
     if not url:
         raise ConfigError("no source database: set SOURCE_DATABASE_URL (preferred) or --source")
-    if not args.bucket:
-        raise ConfigError("no target bucket: set QCKSTRT_STORAGE_BUCKET or --bucket")
-    settings = StorageCopySettings(
-        args.bucket,
-        args.tenant,
-        args.workers,
-        args.allow_missing_objects,
-        args.version_separator,
-    )
-    settings.validate()
+    settings = settings_of(args)
     source = source_of(args)
     endpoint = Endpoint(
         url,

