@@ -629,6 +629,175 @@ class MigrationCheckProvider(_StepProvider):
         }, True
 
 
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class StorageCopyProvider(_StepProvider):
+    """The storage step: storage-api's files into the stack's bucket, at its S3 keys.
+
+    It needs no target connection (the rows of ``storage.objects`` come from the source and the
+    bytes go to S3), so `check` validates its own inputs only. Re-running is cheap and safe
+    (objects already in the bucket are skipped), so it re-runs when the import's ``run_id``
+    changes (``after``): new rows bring new files.
+    """
+
+    STEP = "storage copy"
+    TRIGGERS = (
+        "provider_version",
+        "bucket",
+        "tenant",
+        "source_path",
+        "source_bucket",
+        "source_endpoint",
+        "source_global_bucket",
+        "source_tenant",
+        "version_separator",
+        "allow_missing",
+        "revision",
+        "after",
+    )
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+        "tenant": "stub",
+        "source_path": "",
+        "source_bucket": "",
+        "source_endpoint": "",
+        "source_region": "",
+        "source_credentials_secret_arn": "",
+        "source_global_bucket": "stub",
+        "source_tenant": "",
+        "version_separator": "/",
+        "workers": 4,
+        "allow_missing": False,
+        "revision": 0,
+        "after": {},
+    }
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        inputs = {**self.DEFAULTS, **{k: v for k, v in news.items() if v is not None}}
+        failures: Failures = []
+        version = inputs.get("provider_version")
+        if not isinstance(version, str) or not version:
+            failures.append(CheckFailure("provider_version", "provider_version is required"))
+        _check_arn(inputs, "source_secret_arn", failures, required=True)
+        _check_arn(inputs, "source_credentials_secret_arn", failures, required=False)
+        _check_storage_names(inputs, failures)
+        path, bucket = inputs.get("source_path"), inputs.get("source_bucket")
+        if _known(path) and _known(bucket) and bool(path) == bool(bucket):
+            failures.append(
+                CheckFailure(
+                    "source_path",
+                    "name exactly one source backend: source_path (the file backend's "
+                    "directory where pulumi runs) or source_bucket (its S3 bucket)",
+                )
+            )
+        separator = inputs.get("version_separator")
+        if _known(separator) and separator not in ("/", "-$v-"):
+            failures.append(
+                CheckFailure("version_separator", f"version_separator {separator!r}: '/' or '-$v-'")
+            )
+        _check_int(inputs, "workers", 1, 64, failures)
+        _check_int(inputs, "revision", 0, 2**31 - 1, failures)
+        return CheckResult(inputs, failures)
+
+    def _id(self, props: Mapping[str, Any]) -> str:
+        return f"storage:{props.get('bucket', '')}/{props.get('tenant', '')}"
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        where = f"s3://{props.get('bucket', '?')}/{props.get('tenant', '?')}/"
+        pulumi.log.info(f"{self.STEP}: removed from the stack; the files in {where} are kept")
+
+    def _run(
+        self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
+    ) -> tuple[dict[str, Any], bool]:
+        import os
+
+        import boto3
+
+        from migration.storage_copy import StorageCopySettings, copy_objects
+
+        source_db = _source(props, secrets)
+        assert source_db is not None  # check() requires source_secret_arn
+        region = str(props.get("region") or "") or None
+        if region:
+            # boto3 picks the bucket's region from here; pulumi's aws:region is not in the env.
+            os.environ.setdefault("AWS_DEFAULT_REGION", region)
+        settings = StorageCopySettings(
+            str(props["bucket"]),
+            str(props.get("tenant") or "stub"),
+            int(props.get("workers") or 4),
+            bool(props.get("allow_missing")),
+            str(props.get("version_separator") or "/"),
+        )
+        source = _storage_source(props, secrets, region)
+        report = copy_objects(
+            source_db, source, settings, boto3.client("s3", region_name=region), reporter
+        )
+        return {
+            "source": source_db.identity(),
+            "source_backend": source.describe(),
+            "objects": report.objects,
+            "copied": report.copied,
+            "already_there": report.already_there,
+            "bytes_copied": report.bytes_copied,
+            "bytes_total": report.bytes_total,
+            "missing": list(report.missing),
+        }, report.copied > 0
+
+
+def _check_storage_names(inputs: Mapping[str, Any], failures: Failures) -> None:
+    bucket = inputs.get("bucket")
+    if _known(bucket) and not (isinstance(bucket, str) and _BUCKET.match(bucket)):
+        failures.append(CheckFailure("bucket", f"bucket {bucket!r} is not an S3 bucket name"))
+    for key in ("tenant", "source_tenant"):
+        tenant = inputs.get(key)
+        if not _known(tenant) or (key == "source_tenant" and not tenant):
+            continue
+        if not (isinstance(tenant, str) and _TENANT.match(tenant)) or tenant == "migration":
+            failures.append(
+                CheckFailure(
+                    key,
+                    f"{key} {tenant!r} is not a storage-api TENANT_ID (one key segment; not "
+                    "migration, the prefix of the expiring dumps)",
+                )
+            )
+
+
+def _storage_source(props: Mapping[str, Any], secrets: _Secrets, region: str | None) -> Any:
+    """The file backend or S3 backend the inputs name; keys resolved from their secret."""
+    from pathlib import Path
+
+    from migration.storage_sources import (
+        FileBackendSource,
+        S3BackendSource,
+        credentials_from_json,
+        s3_source_client,
+    )
+
+    tenant = str(props.get("source_tenant") or props.get("tenant") or "stub")
+    separator = str(props.get("version_separator") or "/")
+    if props.get("source_path"):
+        return FileBackendSource(
+            Path(str(props["source_path"])),
+            str(props.get("source_global_bucket") or "stub"),
+            tenant,
+            separator,
+        )
+    credentials = None
+    arn = props.get("source_credentials_secret_arn")
+    if arn:
+        credentials = credentials_from_json(read_secret(str(arn)), f"secret {arn}")
+        secrets.remember(credentials.secret_access_key)
+        secrets.remember(credentials.session_token or "")
+    client = s3_source_client(
+        str(props.get("source_endpoint") or "") or None,
+        str(props.get("source_region") or "") or region,
+        credentials,
+    )
+    return S3BackendSource(str(props["source_bucket"]), client, tenant, separator)
+
+
 # ---------------------------------------------------------------------------------------------
 # The resources the program declares
 
@@ -837,9 +1006,81 @@ class MigrationCheck(_StepResource, module="qckstrt", name="MigrationCheck"):
         super().__init__(MigrationCheckProvider(), name, inputs, outputs, opts)
 
 
+@dataclass
+class StorageSourceOptions:
+    """Where the storage step reads the files: the file backend's directory (readable where
+    ``pulumi up`` runs) or the S3 backend's bucket, with its keys in a secret (by ARN)."""
+
+    path: str = ""
+    bucket: str = ""
+    endpoint: str = ""
+    region: str = ""
+    credentials_secret_arn: pulumi.Input[str] = ""
+    global_bucket: str = "stub"
+    tenant: str = ""
+    version_separator: str = "/"
+
+    def inputs(self) -> dict[str, Any]:
+        return {
+            "source_path": self.path,
+            "source_bucket": self.bucket,
+            "source_endpoint": self.endpoint,
+            "source_region": self.region,
+            "source_credentials_secret_arn": self.credentials_secret_arn,
+            "source_global_bucket": self.global_bucket,
+            "source_tenant": self.tenant,
+            "version_separator": self.version_separator,
+        }
+
+
+class StorageCopy(_StepResource, module="qckstrt", name="StorageCopy"):
+    """The storage step as a resource; `after` carries the import's ``run_id``."""
+
+    objects: pulumi.Output[int]
+    copied: pulumi.Output[int]
+
+    def __init__(
+        self,
+        name: str,
+        source_secret_arn: pulumi.Input[str],
+        bucket: pulumi.Input[str],
+        region: str,
+        source: StorageSourceOptions,
+        tenant: str = "stub",
+        workers: int = 4,
+        allow_missing: bool = False,
+        revision: int = 0,
+        after: Mapping[str, pulumi.Input[str]] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        inputs = {
+            "source_secret_arn": source_secret_arn,
+            "bucket": bucket,
+            "region": region,
+            "tenant": tenant,
+            **source.inputs(),
+            "workers": workers,
+            "allow_missing": allow_missing,
+            "revision": revision,
+            "after": dict(after or {}),
+        }
+        outputs = (
+            "source",
+            "source_backend",
+            "objects",
+            "copied",
+            "already_there",
+            "bytes_copied",
+            "bytes_total",
+            "missing",
+        )
+        super().__init__(StorageCopyProvider(), name, inputs, outputs, opts)
+
+
 PROVIDERS: dict[str, Callable[[], _StepProvider]] = {
     "PgvectorExtension": PgvectorExtensionProvider,
     "DataImport": DataImportProvider,
     "Reindex": ReindexProvider,
     "MigrationCheck": MigrationCheckProvider,
+    "StorageCopy": StorageCopyProvider,
 }

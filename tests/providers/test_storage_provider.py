@@ -1,0 +1,204 @@
+"""The storage step's dynamic provider, driven through ``python -m pulumi.dynamic`` over gRPC.
+
+Secrets and both buckets are moto's (``moto.server`` on 127.0.0.1 through ``AWS_ENDPOINT_URL``);
+the source database holds storage-api v1.11.8's schema and rows, the file backend a tmp tree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from migration.providers import PROVIDER_VERSION
+from tests.databases import Servers
+from tests.migration.supabase_storage import (
+    OBJECTS,
+    insert_rows,
+    install_storage_schema,
+    write_files,
+    xattrs_supported,
+)
+from tests.providers.host import ProviderHost, free_port
+
+REGION = "us-east-1"
+BUCKET = "qckstrt-staging-bucket"
+SOURCE_KEY = "src-s3cr3t-Value-not-to-leak"
+
+
+@dataclass
+class StorageWorld:
+    host: ProviderHost
+    s3: Any
+    source_arn: str
+    source_url: str
+    credentials_arn: str
+    root: Path
+
+    def props(self, **overrides: Any) -> dict[str, Any]:
+        props: dict[str, Any] = {
+            "provider_version": PROVIDER_VERSION,
+            "source_secret_arn": self.source_arn,
+            "bucket": BUCKET,
+            "region": REGION,
+            "source_path": str(self.root),
+            "after": {"import": "run-1"},
+        }
+        return {**props, **overrides}
+
+    def secrets(self) -> list[str]:
+        password = self.source_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+        return [password, self.source_url, SOURCE_KEY]
+
+
+@pytest.fixture(scope="module")
+def world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageWorld]:
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+    }
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+    sm = session.client("secretsmanager", endpoint_url=endpoint)
+    s3 = session.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+
+    servers.source.create_database("storage_provider")
+    with servers.source.superuser("storage_provider") as conn:
+        install_storage_schema(conn)
+        insert_rows(conn, OBJECTS)
+    source_url = servers.source.url("storage_provider")
+    root = tmp_path_factory.mktemp("volumes") / "storage"
+    (root / "stub").mkdir(parents=True)
+    write_files(root, OBJECTS, xattrs=xattrs_supported(root))
+    # The same objects in an S3-compatible store, for the S3 source.
+    s3.create_bucket(Bucket="old-storage")
+    for obj in OBJECTS:
+        s3.put_object(
+            Bucket="old-storage",
+            Key=obj.key(),
+            Body=obj.data,
+            ContentType=obj.content_type,
+            CacheControl=obj.cache_control,
+        )
+    source = sm.create_secret(Name="qckstrt/staging/source-database-url", SecretString=source_url)
+    keys = sm.create_secret(
+        Name="qckstrt/staging/source-storage-keys",
+        SecretString=json.dumps({"accessKeyId": "AKIASRC", "secretAccessKey": SOURCE_KEY}),
+    )
+    host = ProviderHost(env, tmp_path_factory.mktemp("storage-host"))
+    try:
+        yield StorageWorld(host, s3, source["ARN"], source_url, keys["ARN"], root)
+    finally:
+        host.close()
+        moto.stop()
+
+
+def _assert_no_secret(world: StorageWorld, value: Any, where: str) -> None:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    for secret in world.secrets():
+        assert secret not in text, f"a secret appears in {where}"
+
+
+def _keys(world: StorageWorld, prefix: str) -> list[str]:
+    listed = world.s3.list_object_versions(Bucket=BUCKET, Prefix=prefix).get("Versions", [])
+    return sorted(v["Key"] for v in listed)
+
+
+def test_check_names_bad_inputs_without_echoing_secrets(world: StorageWorld) -> None:
+    bad = world.props(
+        source_bucket="old-storage",  # and source_path: two sources
+        tenant="migration",
+        bucket="Not_A_Bucket",
+        source_credentials_secret_arn=SOURCE_KEY,  # the key pasted where its ARN belongs
+        workers=0,
+    )
+    _, failures = world.host.check("StorageCopy", bad)
+    named = {prop for prop, _ in failures}
+    assert named == {
+        "source_path",
+        "tenant",
+        "bucket",
+        "source_credentials_secret_arn",
+        "workers",
+    }
+    _assert_no_secret(world, failures, "check failures")
+    inputs, failures = world.host.check("StorageCopy", world.props())
+    assert failures == [] and inputs["tenant"] == "stub" and inputs["allow_missing"] is False
+
+
+def test_create_copies_then_unchanged_inputs_do_nothing_and_after_reruns(
+    world: StorageWorld,
+) -> None:
+    inputs, _ = world.host.check("StorageCopy", world.props())
+    id_, outs = world.host.create("StorageCopy", inputs)
+    assert id_ == f"storage:{BUCKET}/stub"
+    assert (outs["objects"], outs["copied"], outs["already_there"]) == (
+        len(OBJECTS),
+        len(OBJECTS),
+        0,
+    )
+    assert outs["missing"] == []
+    assert _keys(world, "stub/") == sorted(o.key() for o in OBJECTS)
+    for obj in OBJECTS:
+        got = world.s3.get_object(Bucket=BUCKET, Key=obj.key())
+        assert got["Body"].read() == obj.data
+
+    news = {k: outs[k] for k in inputs}
+    assert not world.host.diff("StorageCopy", outs, news).some
+    rerun = {**news, "after": {"import": "run-2"}}
+    answer = world.host.diff("StorageCopy", outs, rerun)
+    assert answer.some and answer.replaces == []
+    again = world.host.update("StorageCopy", id_, outs, rerun)
+    assert (again["copied"], again["already_there"]) == (0, len(OBJECTS))
+    assert again["run_id"] == outs["run_id"], "nothing changed: later steps must not re-run"
+    assert _keys(world, "stub/") == sorted(o.key() for o in OBJECTS), "duplicates"
+
+    world.host.delete("StorageCopy", id_, again)
+    assert _keys(world, "stub/") == sorted(o.key() for o in OBJECTS), "delete must keep files"
+    log = world.host.stderr()
+    assert "info: storage copy: " in log and "are kept" in log
+    _assert_no_secret(world, log, "provider host stderr")
+    _assert_no_secret(world, again, "outputs")
+
+
+def test_s3_compatible_source_with_keys_from_a_secret(world: StorageWorld) -> None:
+    props = world.props(
+        source_path="",
+        source_bucket="old-storage",
+        source_credentials_secret_arn=world.credentials_arn,
+        tenant="prod-tenant",
+        source_tenant="stub",
+    )
+    inputs, failures = world.host.check("StorageCopy", props)
+    assert failures == []
+    _, outs = world.host.create("StorageCopy", inputs)
+    assert outs["copied"] == len(OBJECTS) and outs["source_backend"] == "s3://old-storage"
+    assert _keys(world, "prod-tenant/") == sorted(o.key("prod-tenant") for o in OBJECTS)
+    _assert_no_secret(world, outs, "outputs")
+    _assert_no_secret(world, world.host.stderr(), "provider host stderr")
+
+
+def test_missing_files_fail_the_step_by_name(world: StorageWorld, tmp_path: Path) -> None:
+    empty = tmp_path / "storage"
+    (empty / "stub").mkdir(parents=True)
+    inputs, _ = world.host.check("StorageCopy", world.props(source_path=str(empty), tenant="t2"))
+    with pytest.raises(Exception) as failed:
+        world.host.create("StorageCopy", inputs)
+    assert OBJECTS[0].name in str(failed.value) and "allow_missing" in str(failed.value)
+    assert _keys(world, "t2/") == []
+    _assert_no_secret(world, str(failed.value), "the error")
