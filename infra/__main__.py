@@ -118,6 +118,8 @@ if s.migration.enabled:
             bucket_name=storage.bucket_name,
             backup_prefix=f"migration/{s.stack}",
             depends_on=[database, network, secrets, storage],
+            storage=s.storage,
+            storage_credentials_arn=secrets.source_storage_credentials_arn,
         ),
     )
     pulumi.export("migrationBackupUri", steps.data_import.backup_uri)

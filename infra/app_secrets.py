@@ -77,10 +77,12 @@ def app_config_document(c: AppConfigInputs) -> pulumi.Output[str]:
 
 
 class AppSecrets(pulumi.ComponentResource):
-    """``qckstrt/<stack>/app-config`` and, when set, ``qckstrt/<stack>/source-database-url``."""
+    """``qckstrt/<stack>/app-config`` and, when set, ``qckstrt/<stack>/source-database-url`` and
+    ``qckstrt/<stack>/source-storage-credentials``."""
 
     app_config_arn: pulumi.Output[str]
     source_database_url_arn: pulumi.Output[str] | None
+    source_storage_credentials_arn: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: AppSecretsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("qckstrt:secrets:AppSecrets", name, None, opts)
@@ -101,10 +103,19 @@ class AppSecrets(pulumi.ComponentResource):
                 url,
             )
             self.source_database_url_arn = source.arn
+        self.source_storage_credentials_arn = None
+        keys = args.settings.source_storage_credentials
+        if keys is not None:
+            self.source_storage_credentials_arn = self._secret(
+                "source-storage-credentials",
+                "Keys of the source storage-api's S3 store (read by the storage step)",
+                keys,
+            ).arn
         self.register_outputs(
             {
                 "appConfigArn": self.app_config_arn,
                 "sourceDatabaseUrlArn": self.source_database_url_arn,
+                "sourceStorageCredentialsArn": self.source_storage_credentials_arn,
             }
         )
 

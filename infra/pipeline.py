@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pulumi
 
-from infra.settings import EmbeddingSettings, MigrationSettings
+from infra.settings import EmbeddingSettings, MigrationSettings, StorageSettings
 from migration.providers import (
     Connection,
     DataImport,
@@ -27,6 +27,8 @@ from migration.providers import (
     PgvectorExtension,
     Reindex,
     ReindexOptions,
+    StorageCopy,
+    StorageSourceOptions,
 )
 
 
@@ -46,10 +48,13 @@ class DataStepsArgs:
     backup_prefix: str
     #: Resources that must exist before any step dials the database (instance, rules, secrets).
     depends_on: list[pulumi.Resource]
+    #: The storage step (storage-api's files into the bucket) when a source backend is named.
+    storage: StorageSettings | None = None
+    storage_credentials_arn: pulumi.Input[str] | None = None
 
 
 class DataSteps(pulumi.ComponentResource):
-    """pgvector setup, import, re-index and check, in that order."""
+    """pgvector setup, import, (storage copy,) re-index and check, in that order."""
 
     def __init__(
         self, name: str, args: DataStepsArgs, opts: pulumi.ResourceOptions | None = None
@@ -86,6 +91,10 @@ class DataSteps(pulumi.ComponentResource):
             jobs=s.jobs,
             opts=step_opts(self.extension),
         )
+        self.storage: StorageCopy | None = None
+        if args.storage is not None and args.storage.copies_files:
+            self.storage = self._storage_copy(name, args, step_opts(self.data_import))
+        before_reindex: pulumi.Resource = self.storage or self.data_import
         self.reindex = Reindex(
             f"{name}-reindex",
             connection,
@@ -100,7 +109,7 @@ class DataSteps(pulumi.ComponentResource):
                 revision=s.reindex_revision,
             ),
             after={"import": self.data_import.run_id},
-            opts=step_opts(self.data_import),
+            opts=step_opts(before_reindex),
         )
         self.check = MigrationCheck(
             f"{name}-check",
@@ -110,6 +119,7 @@ class DataSteps(pulumi.ComponentResource):
                 "extension": self.extension.run_id,
                 "import": self.data_import.run_id,
                 "reindex": self.reindex.run_id,
+                **({"storage": self.storage.run_id} if self.storage else {}),
             },
             schemas=schemas,
             opts=step_opts(self.reindex),
@@ -122,5 +132,29 @@ class DataSteps(pulumi.ComponentResource):
                 "rowsEmbedded": self.reindex.rows_embedded,
                 "indexName": self.reindex.index_name,
                 "verified": self.check.ok,
+                "filesCopied": self.storage.objects if self.storage else None,
             }
+        )
+
+    def _storage_copy(
+        self, name: str, args: DataStepsArgs, opts: pulumi.ResourceOptions
+    ) -> StorageCopy:
+        """storage-api's files into the bucket at its keys; re-runs when the import re-ran."""
+        st = args.storage
+        assert st is not None
+        return StorageCopy(
+            f"{name}-storage",
+            source_secret_arn=args.source_secret_arn,
+            bucket=args.bucket_name,
+            region=args.region,
+            source=StorageSourceOptions(
+                path=st.source_path,
+                bucket=st.source_bucket,
+                endpoint=st.source_endpoint,
+                credentials_secret_arn=args.storage_credentials_arn or "",
+            ),
+            tenant=st.tenant_id,
+            allow_missing=st.allow_missing,
+            after={"import": self.data_import.run_id},
+            opts=opts,
         )

@@ -239,6 +239,40 @@ KEYS: tuple[Key, ...] = (
         "storage-api's `TENANT_ID`: first segment of each file's key "
         "(`<tenant>/<bucket>/<name>/<version>`); keep the source's (`stub` when self-hosted).",
     ),
+    Key(
+        "storageSourcePath",
+        "string",
+        "",
+        "With `migrationEnabled`: copy storage-api's files from its file backend, this directory "
+        "(`FILE_STORAGE_BACKEND_PATH`) as readable where `pulumi up` runs; empty for none.",
+    ),
+    Key(
+        "storageSourceBucket",
+        "string",
+        "",
+        "Instead: copy them from the source storage-api's S3 bucket (`GLOBAL_S3_BUCKET`).",
+    ),
+    Key(
+        "storageSourceEndpoint",
+        "string",
+        "",
+        "Endpoint URL of an S3-compatible source store (MinIO, R2, ...); empty for AWS S3.",
+    ),
+    Key(
+        "storageSourceCredentials",
+        "string",
+        "",
+        "Secret. JSON `{accessKeyId, secretAccessKey}` of the source store; kept in Secrets "
+        "Manager as `qckstrt/<stack>/source-storage-credentials`.",
+        secret=True,
+    ),
+    Key(
+        "storageAllowMissing",
+        "boolean",
+        False,
+        "Copy the other files when some objects' bytes are missing at the source (listed in the "
+        "step's outputs) instead of failing the step.",
+    ),
     # Data steps (dynamic resources run by `pulumi up`)
     Key(
         "migrationEnabled",
@@ -404,12 +438,22 @@ class StorageSettings:
     force_destroy: bool
     migration_object_expiration_days: int
     tenant_id: str = "stub"
+    source_path: str = ""
+    source_bucket: str = ""
+    source_endpoint: str = ""
+    allow_missing: bool = False
+
+    @property
+    def copies_files(self) -> bool:
+        """Whether the storage step is declared (a source backend is named)."""
+        return bool(self.source_path or self.source_bucket)
 
 
 @dataclass(frozen=True)
 class SecretSettings:
     source_database_url: pulumi.Output[str] | None
     recovery_window_days: int
+    source_storage_credentials: pulumi.Output[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -589,11 +633,16 @@ def load(config: pulumi.Config | None = None, stack: str | None = None) -> Setti
         secrets=SecretSettings(
             source_database_url=read.secret("sourceDatabaseUrl"),
             recovery_window_days=read.integer("secretRecoveryWindowDays"),
+            source_storage_credentials=read.secret("storageSourceCredentials"),
         ),
         storage=StorageSettings(
             force_destroy=read.boolean("bucketForceDestroy"),
             migration_object_expiration_days=read.integer("migrationObjectExpirationDays"),
             tenant_id=read.string("storageTenantId"),
+            source_path=read.string("storageSourcePath"),
+            source_bucket=read.string("storageSourceBucket"),
+            source_endpoint=read.string("storageSourceEndpoint"),
+            allow_missing=read.boolean("storageAllowMissing"),
         ),
         monitoring=MonitoringSettings(
             alert_email=read.string("alertEmail"),
@@ -942,6 +991,26 @@ def _validate_llm(s: Settings) -> None:
         )
 
 
+def _validate_storage_source(s: Settings) -> None:
+    st = s.storage
+    _require(
+        not (st.source_path and st.source_bucket),
+        "storageSourcePath",
+        "both storageSourcePath and storageSourceBucket are set",
+        "name one source backend: the file backend's directory or the S3 bucket",
+    )
+    for key, value in (
+        ("storageSourceEndpoint", st.source_endpoint),
+        ("storageSourceCredentials", s.secrets.source_storage_credentials),
+    ):
+        _require(
+            not value or bool(st.source_bucket),
+            key,
+            "is set without storageSourceBucket",
+            "set storageSourceBucket too, or remove it",
+        )
+
+
 def _validate_storage_and_secrets(s: Settings) -> None:
     tenant = s.storage.tenant_id
     _require(
@@ -952,6 +1021,7 @@ def _validate_storage_and_secrets(s: Settings) -> None:
         "holds the expiring dumps)",
         "use the source's TENANT_ID, stub on self-hosted Supabase",
     )
+    _validate_storage_source(s)
     days = s.storage.migration_object_expiration_days
     _require(
         days >= 1,

@@ -9,7 +9,7 @@ import pytest
 
 from infra.settings import SettingsError
 from tests.infra.helpers import unwrap
-from tests.infra.program import ProgramRun, run_program
+from tests.infra.program import ProgramRun, run_program, walk_strings
 
 POLICY = "aws:iam/policy:Policy"
 VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
@@ -74,3 +74,71 @@ def test_a_tenant_id_that_is_not_one_key_segment_is_refused() -> None:
         with pytest.raises(SettingsError) as info:
             run_program("staging", overrides={"storageTenantId": bad})
         assert "storageTenantId" in str(info.value), bad
+
+
+STORAGE_STEP = "pulumi-python:dynamic/qckstrt:StorageCopy"
+KEYS_JSON = '{"accessKeyId": "AKIASRC", "secretAccessKey": "srcS3cr3tKey-77"}'
+
+
+def test_no_storage_step_unless_a_source_backend_is_named(staging: ProgramRun) -> None:
+    assert staging.of_type(STORAGE_STEP) == []
+
+
+def test_storage_step_runs_between_import_and_reindex_from_the_file_backend() -> None:
+    run = run_program("staging", overrides={"storageSourcePath": "/mnt/supabase/storage"})
+    step = run.one(STORAGE_STEP)
+    imp = run.one("pulumi-python:dynamic/qckstrt:DataImport")
+    reindex = run.one("pulumi-python:dynamic/qckstrt:Reindex")
+    check = run.one("pulumi-python:dynamic/qckstrt:MigrationCheck")
+    assert imp.urn in step.dependencies and imp.urn in step.property_dependencies["after"]
+    assert step.urn in reindex.dependencies
+    assert step.urn in check.property_dependencies["after"]
+    inputs = step.inputs
+    assert inputs["bucket"] == run.outputs["bucketName"]
+    assert (inputs["tenant"], inputs["region"]) == ("stub", "us-east-1")
+    assert (inputs["source_path"], inputs["source_bucket"]) == ("/mnt/supabase/storage", "")
+    assert inputs["allow_missing"] is False
+    assert inputs["source_secret_arn"].startswith("arn:aws:secretsmanager:")
+
+
+def test_s3_source_keys_go_to_their_own_secret_and_the_step_gets_its_arn() -> None:
+    run = run_program(
+        "staging",
+        overrides={"storageSourceBucket": "old-storage", "storageSourceEndpoint": "https://minio"},
+        secrets={
+            "sourceDatabaseUrl": "postgresql://u:p@h/db",
+            "storageSourceCredentials": KEYS_JSON,
+        },
+    )
+    secret = run.one("aws:secretsmanager/secret:Secret", "source-storage-credentials")
+    assert secret.inputs["name"] == "qckstrt/staging/source-storage-credentials"
+    assert secret.inputs["kmsKeyId"] == run.outputs["kmsKeyArn"]
+    step = run.one(STORAGE_STEP).inputs
+    assert step["source_credentials_secret_arn"].startswith(
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:qckstrt/staging/source-storage"
+    )
+    assert (step["source_bucket"], step["source_endpoint"]) == ("old-storage", "https://minio")
+    for resource in run.resources:
+        for text, inside_secret in walk_strings(resource.raw):
+            if "srcS3cr3tKey-77" in text:
+                assert inside_secret, f"{resource.type} {resource.name} exposes the source key"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "secrets", "key"),
+    [
+        ({"storageSourcePath": "/a", "storageSourceBucket": "b-old"}, {}, "storageSourcePath"),
+        ({"storageSourceEndpoint": "https://minio"}, {}, "storageSourceEndpoint"),
+        ({}, {"storageSourceCredentials": KEYS_JSON}, "storageSourceCredentials"),
+    ],
+)
+def test_storage_source_settings_that_contradict_are_refused(
+    overrides: dict[str, str], secrets: dict[str, str], key: str
+) -> None:
+    with pytest.raises(SettingsError) as info:
+        run_program(
+            "staging",
+            overrides=overrides,
+            secrets={"sourceDatabaseUrl": "postgresql://u:p@h/db", **secrets},
+        )
+    assert key in str(info.value)
