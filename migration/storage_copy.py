@@ -323,8 +323,24 @@ class _Copier:
 def _probe_all(
     source: Source, objects: list[SourceObject], pool: ThreadPoolExecutor
 ) -> tuple[list[_Expect], list[str]]:
-    """Each object's expected size (the row's, else the backend's), and the missing ones."""
-    probes = list(pool.map(source.probe, objects))
+    """Each object's expected size (the row's, else the backend's), and the missing ones.
+
+    :raises StorageCopyFailed: the backend refused a read (keys, permissions), naming the object.
+    """
+
+    def probe(obj: SourceObject) -> int | None:
+        try:
+            return source.probe(obj)
+        except MigrationError:
+            raise
+        except Exception as exc:  # a refusal of the backend: name the object and the cause
+            raise StorageCopyFailed(
+                f"cannot read object {obj.label!r} in the {source.describe()} "
+                f"({type(exc).__name__}: {exc}); check the source's path or keys and their "
+                "permissions; nothing was copied"
+            ) from exc
+
+    probes = list(pool.map(probe, objects))
     found: list[_Expect] = []
     missing: list[str] = []
     for obj, size in zip(objects, probes, strict=True):
@@ -393,6 +409,7 @@ def copy_objects(
         objects = list_objects(conn)
     report = StorageCopyReport(settings.bucket, settings.tenant, source.describe(), len(objects))
     _check_bucket(client, settings.bucket)
+    source.ready()
     with ThreadPoolExecutor(settings.workers, thread_name_prefix="storage") as pool:
         found, report.missing = _probe_all(source, objects, pool)
         if report.missing and not settings.allow_missing:

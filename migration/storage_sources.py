@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
+
 from migration.connection import Conn
 from migration.errors import ConfigError, PreflightError
 
@@ -110,11 +112,17 @@ def list_objects(conn: Conn) -> list[SourceObject]:
             "the source database has no table storage.objects: storage-api's schema is not "
             "there, so there are no files to copy (leave the storage step off)"
         )
-    rows = conn.execute(
-        "SELECT id, bucket_id, name, version, metadata FROM storage.objects "
-        "WHERE bucket_id IS NOT NULL AND name IS NOT NULL "
-        'ORDER BY bucket_id COLLATE "C", name COLLATE "C"'
-    ).fetchall()
+    try:
+        rows = conn.execute(
+            "SELECT id, bucket_id, name, version, metadata FROM storage.objects "
+            "WHERE bucket_id IS NOT NULL AND name IS NOT NULL "
+            'ORDER BY bucket_id COLLATE "C", name COLLATE "C"'
+        ).fetchall()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise PreflightError(
+            "the source role may not read storage.objects: use the URL of a role that may "
+            "(postgres or supabase_storage_admin on self-hosted Supabase)"
+        ) from exc
     return [_object_from_row(r) for r in rows]
 
 
@@ -145,6 +153,9 @@ class Source(Protocol):
 
     def describe(self) -> str:
         """Where the bytes are, for messages (never a credential)."""
+
+    def ready(self) -> None:
+        """:raises ConfigError: the backend itself is not there (before objects are probed)."""
 
     def probe(self, obj: SourceObject) -> int | None:
         """The size of `obj`'s bytes, or None when they are missing."""
@@ -199,6 +210,9 @@ class FileBackendSource:
     def describe(self) -> str:
         return f"file backend {self.root}"
 
+    def ready(self) -> None:
+        return None  # checked when constructed
+
     def path(self, obj: SourceObject) -> Path:
         """Where the file backend keeps `obj`, refusing names that would leave the tree."""
         key = storage_key(self.tenant, obj.bucket_id, obj.name, obj.version, self.separator)
@@ -242,6 +256,21 @@ class S3BackendSource:
 
     def describe(self) -> str:
         return f"s3://{self.bucket}"
+
+    def ready(self) -> None:
+        """A HEAD of a missing key and of a key in a missing bucket both answer 404: without
+        this, a mistyped bucket would report every object as missing."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else ""
+            raise ConfigError(
+                f"source bucket s3://{self.bucket} cannot be reached "
+                f"({code or type(exc).__name__}): check the bucket (GLOBAL_S3_BUCKET of the "
+                "source storage-api), the endpoint and the keys"
+            ) from exc
 
     def _key(self, obj: SourceObject) -> str:
         return storage_key(self.tenant, obj.bucket_id, obj.name, obj.version, self.separator)

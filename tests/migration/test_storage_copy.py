@@ -294,6 +294,15 @@ def test_s3_compatible_source_with_secret_credentials(
     shown = "\n".join([*lines, json.dumps(report.as_dict()), repr(source), str(report)])
     assert secret not in shown and "AKIAOLD" not in shown
 
+    with pytest.raises(ConfigError, match="s3://old-storgae") as wrong:
+        copy_objects(
+            storage_source.endpoint(),
+            S3BackendSource("old-storgae", client),
+            StorageCopySettings(BUCKET, tenant="t3"),
+            aws,
+        )
+    assert secret not in str(wrong.value)
+
 
 def _child_env(port: int) -> dict[str, str]:
     return {
