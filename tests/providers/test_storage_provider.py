@@ -28,7 +28,7 @@ from tests.migration.supabase_storage import (
 from tests.providers.host import ProviderHost, free_port
 
 REGION = "us-east-1"
-BUCKET = "qckstrt-staging-bucket"
+BUCKET = "qckstrt-storage-step-bucket"
 SOURCE_KEY = "src-s3cr3t-Value-not-to-leak"
 
 
@@ -86,18 +86,18 @@ def world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     (root / "stub").mkdir(parents=True)
     write_files(root, OBJECTS, xattrs=xattrs_supported(root))
     # The same objects in an S3-compatible store, for the S3 source.
-    s3.create_bucket(Bucket="old-storage")
+    s3.create_bucket(Bucket="storage-step-old-storage")
     for obj in OBJECTS:
         s3.put_object(
-            Bucket="old-storage",
+            Bucket="storage-step-old-storage",
             Key=obj.key(),
             Body=obj.data,
             ContentType=obj.content_type,
             CacheControl=obj.cache_control,
         )
-    source = sm.create_secret(Name="qckstrt/staging/source-database-url", SecretString=source_url)
+    source = sm.create_secret(Name="storage-step/source-database-url", SecretString=source_url)
     keys = sm.create_secret(
-        Name="qckstrt/staging/source-storage-keys",
+        Name="storage-step/source-storage-keys",
         SecretString=json.dumps({"accessKeyId": "AKIASRC", "secretAccessKey": SOURCE_KEY}),
     )
     host = ProviderHost(env, tmp_path_factory.mktemp("storage-host"))
@@ -121,7 +121,7 @@ def _keys(world: StorageWorld, prefix: str) -> list[str]:
 
 def test_check_names_bad_inputs_without_echoing_secrets(world: StorageWorld) -> None:
     bad = world.props(
-        source_bucket="old-storage",  # and source_path: two sources
+        source_bucket="storage-step-old-storage",  # and source_path: two sources
         tenant="migration",
         bucket="Not_A_Bucket",
         source_credentials_secret_arn=SOURCE_KEY,  # the key pasted where its ARN belongs
@@ -179,7 +179,7 @@ def test_create_copies_then_unchanged_inputs_do_nothing_and_after_reruns(
 def test_s3_compatible_source_with_keys_from_a_secret(world: StorageWorld) -> None:
     props = world.props(
         source_path="",
-        source_bucket="old-storage",
+        source_bucket="storage-step-old-storage",
         source_credentials_secret_arn=world.credentials_arn,
         tenant="prod-tenant",
         source_tenant="stub",
@@ -187,7 +187,9 @@ def test_s3_compatible_source_with_keys_from_a_secret(world: StorageWorld) -> No
     inputs, failures = world.host.check("StorageCopy", props)
     assert failures == []
     _, outs = world.host.create("StorageCopy", inputs)
-    assert outs["copied"] == len(OBJECTS) and outs["source_backend"] == "s3://old-storage"
+    assert (
+        outs["copied"] == len(OBJECTS) and outs["source_backend"] == "s3://storage-step-old-storage"
+    )
     assert _keys(world, "prod-tenant/") == sorted(o.key("prod-tenant") for o in OBJECTS)
     _assert_no_secret(world, outs, "outputs")
     _assert_no_secret(world, world.host.stderr(), "provider host stderr")
