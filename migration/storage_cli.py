@@ -42,6 +42,13 @@ def add_storage(
     if standalone:
         p.add_argument("--source", help="source database URL (prefer SOURCE_DATABASE_URL)")
         p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+        p.add_argument(
+            "--check",
+            action="store_true",
+            help="copy nothing: check that every row's bytes are at its key (and, with "
+            "--target/TARGET_DATABASE_URL, that the target's storage.objects matches)",
+        )
+        p.add_argument("--target", help="target URL for --check (prefer TARGET_DATABASE_URL)")
     p.add_argument(
         "--storage-bucket",
         default=_env("QCKSTRT_STORAGE_BUCKET"),
@@ -161,12 +168,21 @@ def cmd_storage(args: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
     if not url:
         raise ConfigError("no source database: set SOURCE_DATABASE_URL (preferred) or --source")
     settings = settings_of(args)
+    client = boto3.client("s3")
+    if args.check:
+        from migration.storage_verify import check_objects
+
+        target_url = args.target or _env("TARGET_DATABASE_URL")
+        target = _endpoint(target_url, "target") if target_url else None
+        return check_objects(_endpoint(url, "source"), settings, client, target, rep).as_dict()
     source = source_of(args)
-    endpoint = Endpoint(
+    return copy_objects(_endpoint(url, "source"), source, settings, client, rep).as_dict()
+
+
+def _endpoint(url: str, name: str) -> Endpoint:
+    return Endpoint(
         url,
-        "source",
+        name,
         connect_timeout=int(_env("QCKSTRT_CONNECT_TIMEOUT", str(DEFAULT_CONNECT_TIMEOUT)) or 10),
         attempts=int(_env("QCKSTRT_CONNECT_ATTEMPTS", str(DEFAULT_ATTEMPTS)) or 3),
     )
-    client = boto3.client("s3")
-    return copy_objects(endpoint, source, settings, client, rep).as_dict()

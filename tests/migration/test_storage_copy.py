@@ -25,7 +25,7 @@ from moto.server import ThreadedMotoServer
 
 from migration import cli
 from migration.connection import Endpoint
-from migration.errors import ConfigError, PreflightError
+from migration.errors import ConfigError, PreflightError, VerificationFailed
 from migration.local import free_port
 from migration.progress import LogReporter
 from migration.storage_copy import (
@@ -41,6 +41,7 @@ from migration.storage_sources import (
     credentials_from_json,
     s3_source_client,
 )
+from migration.storage_verify import check_objects
 from tests.databases import Servers
 from tests.migration.faults import Child, kill_when
 from tests.migration.supabase_storage import (
@@ -411,6 +412,12 @@ def test_cli_storage_subcommand(
     assert password not in refused.out + refused.err + done.out + done.err
     _assert_in_bucket(aws, OBJECTS[:-1])
 
+    check = ["storage", "--storage-bucket", BUCKET, "--check", "--json"]
+    assert cli.main(check) == 1  # the missing object is not in the bucket
+    assert f"avatars/{gone.name}" in capsys.readouterr().err
+    assert cli.main([*check, "--allow-missing-objects"]) == 0
+    assert json.loads(capsys.readouterr().out)["accepted_missing"] == [f"avatars/{gone.name}"]
+
 
 def test_run_takes_the_storage_step_between_import_and_reindex(
     servers: Servers,
@@ -447,3 +454,44 @@ def test_run_takes_the_storage_step_between_import_and_reindex(
     assert "step 3/5: storage" in out.err
     assert report["steps"][2]["report"]["copied"] == len(OBJECTS)
     _assert_in_bucket(aws, [o for o in OBJECTS if o.in_metadata])
+
+
+def test_check_finds_every_row_at_its_key_and_names_what_differs(
+    storage_source: StorageSource, aws: Any
+) -> None:
+    storage_source.add(OBJECTS)
+    source = FileBackendSource(storage_source.root)
+    settings = StorageCopySettings(BUCKET)
+    copy_objects(storage_source.endpoint(), source, settings, aws)
+    servers = storage_source.servers
+    twin = f"{storage_source.dbname}_twin"
+    servers.source.create_database(twin, template=storage_source.dbname)
+    target = Endpoint(servers.source.url(twin), "target")
+
+    report = check_objects(storage_source.endpoint(), settings, aws, target)
+    assert report.ok and report.in_bucket == len(OBJECTS)
+    assert report.bytes_in_bucket == report.source.bytes == sum(len(o.data) for o in OBJECTS)
+    assert report.target == report.source
+
+    gone, replaced = OBJECTS[0], OBJECTS[1]
+    aws.delete_object(Bucket=BUCKET, Key=gone.key())
+    aws.put_object(Bucket=BUCKET, Key=replaced.key(), Body=replaced.data)  # not from the copy
+    with servers.source.superuser(twin) as conn:
+        conn.execute("DELETE FROM storage.objects WHERE name = %s", (OBJECTS[2].name,))
+    with pytest.raises(VerificationFailed) as failed:
+        check_objects(storage_source.endpoint(), settings, aws, target)
+    message = str(failed.value)
+    assert f"1 not in the bucket: 'documents/{gone.name}'" in message
+    assert f"not copied from these rows (re-run the storage step): 'documents/{replaced.name}'" in (
+        message
+    )
+    assert "target storage.objects differs" in message
+    assert failed.value.report is not None and failed.value.report["ok"] is False
+
+    # The copy puts the replaced object back; the deleted one is accepted as missing.
+    copy_objects(storage_source.endpoint(), source, settings, aws)
+    aws.delete_object(Bucket=BUCKET, Key=gone.key())
+    accepted = check_objects(
+        storage_source.endpoint(), StorageCopySettings(BUCKET, allow_missing=True), aws
+    )
+    assert accepted.ok and accepted.accepted_missing == [f"documents/{gone.name}"]
