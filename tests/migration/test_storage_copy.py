@@ -11,8 +11,6 @@ import hashlib
 import itertools
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +41,7 @@ from migration.storage_sources import (
 )
 from migration.storage_verify import check_objects
 from tests.databases import Servers
-from tests.migration.faults import Child, kill_when
+from tests.migration.faults import kill_when, spawn_cli
 from tests.migration.supabase_storage import (
     OBJECTS,
     StoredObject,
@@ -55,7 +53,6 @@ from tests.migration.supabase_storage import (
 )
 
 BUCKET = "stack-bucket"
-_ROOT = Path(__file__).resolve().parents[2]
 _counter = itertools.count()
 
 
@@ -310,12 +307,10 @@ def test_s3_compatible_source_with_secret_credentials(
 
 def _child_env(port: int) -> dict[str, str]:
     return {
-        **os.environ,
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "PYTHONPATH": str(_ROOT),
     }
 
 
@@ -343,29 +338,27 @@ def test_killed_copy_resumes_without_copying_again(
         )
         s3.create_bucket(Bucket=BUCKET)
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        out, err = tmp_path / "child.out", tmp_path / "child.err"
-        with out.open("wb") as o, err.open("wb") as e:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.migration.storage_child",
-                    storage_source.url,
-                    str(storage_source.root),
-                    BUCKET,
-                ],
-                cwd=_ROOT,
-                env=env,
-                stdout=o,
-                stderr=e,
-            )
+        # The real command, as an operator runs it; SIGKILL while it waits on the FIFO.
+        child = spawn_cli(
+            [
+                "storage",
+                "--storage-bucket",
+                BUCKET,
+                "--from-dir",
+                str(storage_source.root),
+                "--storage-workers",
+                "2",
+            ],
+            tmp_path,
+            env={**env, "SOURCE_DATABASE_URL": storage_source.url},
+        )
         others = sorted(o.key() for o in OBJECTS if o is not held)
 
         def arrived() -> bool:
             return _versions(s3) == others
 
-        kill_when(Child(proc, out, err), arrived)
-        assert proc.returncode == -9
+        kill_when(child, arrived)
+        assert child.proc.returncode == -9
 
         path.unlink()
         write_files(storage_source.root, [held])
