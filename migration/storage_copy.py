@@ -369,12 +369,17 @@ def _run_pool(copier: _Copier, work: list[_Expect], pool: ThreadPoolExecutor) ->
     ]
     outcomes: list[Outcome] = []
     failures: list[tuple[str, BaseException]] = []
-    for exp, future in futures:
-        try:
-            outcomes.append(future.result())
-        except Exception as exc:  # every object is tried; all failures are named below
-            failures.append((exp.obj.label, exc))
-            outcomes.append("missing")
+    try:
+        for exp, future in futures:
+            try:
+                outcomes.append(future.result())
+            except Exception as exc:  # every object is tried; all failures are named below
+                failures.append((exp.obj.label, exc))
+                outcomes.append("missing")
+    except BaseException:
+        # Ctrl-C: stop queueing objects (only those in flight finish); a re-run resumes.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
     if failures:
         lines = "; ".join(
             str(exc) if name in str(exc) else f"{name!r}: {exc}" for name, exc in failures[:_LISTED]
