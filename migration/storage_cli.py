@@ -70,22 +70,7 @@ def add_storage(
         default=_env("QCKSTRT_STORAGE_SOURCE_BUCKET"),
         help="instead: the S3 backend's GLOBAL_S3_BUCKET (QCKSTRT_STORAGE_SOURCE_BUCKET)",
     )
-    p.add_argument(
-        "--source-s3-endpoint",
-        default=_env("QCKSTRT_STORAGE_SOURCE_ENDPOINT"),
-        help="endpoint of an S3-compatible source (QCKSTRT_STORAGE_SOURCE_ENDPOINT)",
-    )
-    p.add_argument(
-        "--source-s3-region",
-        default=_env("QCKSTRT_STORAGE_SOURCE_REGION", "us-east-1"),
-        help="region of the source store (QCKSTRT_STORAGE_SOURCE_REGION; us-east-1)",
-    )
-    p.add_argument(
-        "--source-s3-secret-arn",
-        default=_env("QCKSTRT_STORAGE_SOURCE_SECRET_ARN"),
-        help="secret holding {accessKeyId, secretAccessKey} of the source store "
-        "(QCKSTRT_STORAGE_SOURCE_SECRET_ARN; else SOURCE_S3_ACCESS_KEY_ID/..._SECRET_ACCESS_KEY)",
-    )
+    _add_s3_source(p)
     p.add_argument(
         "--source-global-bucket",
         default=_env("QCKSTRT_STORAGE_SOURCE_GLOBAL_BUCKET", STUB),
@@ -113,6 +98,26 @@ def add_storage(
         choices=["/", "-$v-"],
         default=_env("QCKSTRT_STORAGE_VERSION_SEPARATOR", "/"),
         help="'-$v-' when storage-api runs with TUS_USE_FILE_VERSION_SEPARATOR=true",
+    )
+
+
+def _add_s3_source(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Where an S3-compatible source store is, and where its keys come from."""
+    p.add_argument(
+        "--source-s3-endpoint",
+        default=_env("QCKSTRT_STORAGE_SOURCE_ENDPOINT"),
+        help="endpoint of an S3-compatible source (QCKSTRT_STORAGE_SOURCE_ENDPOINT)",
+    )
+    p.add_argument(
+        "--source-s3-region",
+        default=_env("QCKSTRT_STORAGE_SOURCE_REGION", "us-east-1"),
+        help="region of the source store (QCKSTRT_STORAGE_SOURCE_REGION; us-east-1)",
+    )
+    p.add_argument(
+        "--source-s3-secret-arn",
+        default=_env("QCKSTRT_STORAGE_SOURCE_SECRET_ARN"),
+        help="secret holding {accessKeyId, secretAccessKey} of the source store "
+        "(QCKSTRT_STORAGE_SOURCE_SECRET_ARN; else SOURCE_S3_ACCESS_KEY_ID/..._SECRET_ACCESS_KEY)",
     )
 
 
