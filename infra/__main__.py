@@ -51,7 +51,7 @@ storage_api = StorageApiAccess(
     StorageApiAccessArgs(
         bucket_arn=storage.bucket_arn,
         kms_key_arn=key.key_arn,
-        tenant_id=s.storage.tenant_id,
+        tenant_id=s.migration.storage_tenant,
         region=s.region,
         tags=s.tags,
     ),
@@ -85,7 +85,7 @@ secrets = AppSecrets(
             llm_model=s.llm.model,
             bucket_name=storage.bucket_name,
             region=s.region,
-            storage_tenant_id=s.storage.tenant_id,
+            storage_tenant_id=s.migration.storage_tenant,
         ),
         tags=s.tags,
     ),
@@ -118,7 +118,6 @@ if s.migration.enabled:
             bucket_name=storage.bucket_name,
             backup_prefix=f"migration/{s.stack}",
             depends_on=[database, network, secrets, storage],
-            storage=s.storage,
             storage_credentials_arn=secrets.source_storage_credentials_arn,
         ),
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pulumi
 
-from infra.settings import EmbeddingSettings, MigrationSettings, StorageSettings
+from infra.settings import EmbeddingSettings, MigrationSettings
 from migration.providers import (
     Connection,
     DataImport,
@@ -28,7 +28,7 @@ from migration.providers import (
     Reindex,
     ReindexOptions,
     StorageCopy,
-    StorageSourceOptions,
+    StorageOptions,
 )
 
 
@@ -48,8 +48,7 @@ class DataStepsArgs:
     backup_prefix: str
     #: Resources that must exist before any step dials the database (instance, rules, secrets).
     depends_on: list[pulumi.Resource]
-    #: The storage step (storage-api's files into the bucket) when a source backend is named.
-    storage: StorageSettings | None = None
+    #: The source store's keys (the storage step from an S3 source), a secret's ARN.
     storage_credentials_arn: pulumi.Input[str] | None = None
 
 
@@ -87,13 +86,24 @@ class DataSteps(pulumi.ComponentResource):
             region=args.region,
             schemas=schemas,
             on_existing=s.on_existing,
-            revision=s.revision,
+            revision=s.import_revision,
             jobs=s.jobs,
             opts=step_opts(self.extension),
         )
         self.storage: StorageCopy | None = None
-        if args.storage is not None and args.storage.copies_files:
-            self.storage = self._storage_copy(name, args, step_opts(self.data_import))
+        storage = _storage_options(s)
+        if storage is not None:
+            self.storage = StorageCopy(
+                f"{name}-storage",
+                connection,
+                source_secret_arn=args.source_secret_arn,
+                bucket=args.bucket_name,
+                region=args.region,
+                options=storage,
+                credentials_secret_arn=args.storage_credentials_arn or "",
+                after={"import": self.data_import.run_id},
+                opts=step_opts(self.data_import),
+            )
         before_reindex: pulumi.Resource = self.storage or self.data_import
         self.reindex = Reindex(
             f"{name}-reindex",
@@ -102,8 +112,8 @@ class DataSteps(pulumi.ComponentResource):
                 model=args.embeddings.model,
                 dimensions=args.embeddings.dimensions,
                 table=s.vector_table,
-                batch_size=s.reindex_batch_size,
-                device=s.reindex_device,
+                batch_size=s.batch_size,
+                device=s.device,
                 hnsw_m=s.hnsw_m,
                 hnsw_ef_construction=s.hnsw_ef_construction,
                 revision=s.reindex_revision,
@@ -122,6 +132,8 @@ class DataSteps(pulumi.ComponentResource):
                 **({"storage": self.storage.run_id} if self.storage else {}),
             },
             schemas=schemas,
+            table=s.vector_table,
+            storage=(args.bucket_name, storage) if storage is not None else None,
             opts=step_opts(self.reindex),
         )
         self.register_outputs(
@@ -136,25 +148,15 @@ class DataSteps(pulumi.ComponentResource):
             }
         )
 
-    def _storage_copy(
-        self, name: str, args: DataStepsArgs, opts: pulumi.ResourceOptions
-    ) -> StorageCopy:
-        """storage-api's files into the bucket at its keys; re-runs when the import re-ran."""
-        st = args.storage
-        assert st is not None
-        return StorageCopy(
-            f"{name}-storage",
-            source_secret_arn=args.source_secret_arn,
-            bucket=args.bucket_name,
-            region=args.region,
-            source=StorageSourceOptions(
-                path=st.source_path,
-                bucket=st.source_bucket,
-                endpoint=st.source_endpoint,
-                credentials_secret_arn=args.storage_credentials_arn or "",
-            ),
-            tenant=st.tenant_id,
-            allow_missing=st.allow_missing,
-            after={"import": self.data_import.run_id},
-            opts=opts,
-        )
+
+def _storage_options(s: MigrationSettings) -> StorageOptions | None:
+    """The storage step's options when a source backend is named (else no storage step)."""
+    if not s.copies_files:
+        return None
+    return StorageOptions(
+        source_path=s.storage_source_path,
+        source_bucket=s.storage_source_bucket,
+        source_endpoint=s.storage_source_endpoint,
+        tenant=s.storage_tenant,
+        allow_missing=s.allow_missing_objects,
+    )

@@ -7,7 +7,8 @@ between them. A second `run` on a migrated target does nothing and still passes 
 Order: pgvector, import, re-index, verify (verification leaves the embedding column out, since
 the re-index rewrites it; it runs last so that it checks the final state). The storage step
 (storage-api's files into the bucket) is opt-in: with `RunOptions.storage` set it runs after the
-import and before the re-index.
+import and before the re-index, checks what it copied, and the verify step checks the bucket
+again against the source's rows (`migration.storage_verify`, beside `verify`, not inside it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from migration.connection import Endpoint
 from migration.errors import MigrationError, VerificationFailed
 from migration.lock import target_lock
+from migration.options import option, validate
 from migration.progress import NullReporter, Reporter
 from migration.reindex import ReindexSettings
 
@@ -33,8 +35,8 @@ STEPS = ("pgvector", "import", "re-index", "verify")
 class RunFailed(MigrationError):
     """A step failed; `report` holds the steps so far (JSON-able)."""
 
-    def __init__(self, message: str, report: dict[str, Any]) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, report: dict[str, Any], setting: str | None = None) -> None:
+        super().__init__(message, setting=setting)
         self.report = report
 
 
@@ -49,20 +51,33 @@ class StorageStep:
     settings: StorageCopySettings
     client: Any = None
 
+    def s3(self) -> Any:
+        import boto3
+
+        return self.client or boto3.client("s3")
+
 
 @dataclass
 class RunOptions:
-    """Settings of the four steps (the CLI's flags; the same defaults as each step's own)."""
+    """Settings of the four steps; defaults and validation from ``migration.options``.
 
-    schemas: list[str] = field(default_factory=lambda: ["public"])
-    jobs: int = 2
-    backup: str | None = None
-    on_existing: str = "fail"
-    retries: int = 3
-    vector_schema: str | None = None
+    `vector_schema` is the schema of the `vector` extension (step 1); the vector table's schema
+    and name are the re-index's (`reindex.schema`, `reindex.table`), which the check uses too.
+    """
+
+    schemas: list[str] = option("schemas")
+    jobs: int = option("jobs")
+    backup: str | None = option("backup")
+    on_existing: str = option("on_existing")
+    retries: int = option("retries")
+    pg_dump: str | None = option("pg_dump")
+    vector_schema: str | None = option("vector_schema")
     reindex: ReindexSettings = field(default_factory=ReindexSettings)
-    lock_wait_seconds: float = 0.0
+    lock_wait_seconds: float = option("lock_wait_seconds")
     storage: StorageStep | None = None
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     def steps(self) -> tuple[str, ...]:
         """The steps this run takes, in order (storage only when asked for)."""
@@ -115,18 +130,30 @@ def _import(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
         backup=o.backup,
         on_existing=o.on_existing,  # type: ignore[arg-type]
         retries=o.retries,
+        pg_dump=o.pg_dump,
     )
     return import_database(source, target, options, rep)
 
 
-def _storage(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
-    import boto3
+@dataclass
+class _Merged:
+    """A step's report with the storage check's beside it (``as_dict`` as every report)."""
 
+    main: Any
+    storage: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.main.as_dict(), "storage_check": self.storage.as_dict()}
+
+
+def _storage(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
     from migration.storage_copy import copy_objects
+    from migration.storage_verify import check_objects
 
     assert o.storage is not None
-    client = o.storage.client or boto3.client("s3")
-    return copy_objects(source, o.storage.source, o.storage.settings, client, rep)
+    client = o.storage.s3()
+    copied = copy_objects(source, o.storage.source, o.storage.settings, client, rep)
+    return _Merged(copied, check_objects(source, o.storage.settings, client, target, rep))
 
 
 def _reindex(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
@@ -138,7 +165,12 @@ def _reindex(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -
 def _verify(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
     from migration.verify import verify
 
-    return verify(source, target, o.schemas, reporter=rep)
+    report = verify(source, target, o.schemas, vector_table=o.reindex.table, reporter=rep)
+    if o.storage is None:
+        return report
+    from migration.storage_verify import check_objects
+
+    return _Merged(report, check_objects(source, o.storage.settings, o.storage.s3(), target, rep))
 
 
 def _summary(name: str, r: dict[str, Any]) -> str:
@@ -157,7 +189,8 @@ def _summary(name: str, r: dict[str, Any]) -> str:
         missing = f", {len(r['missing'])} missing (accepted)" if r["missing"] else ""
         return (
             f"{r['objects']:,} files in s3://{r['bucket']}/{r['tenant']}/: {r['copied']:,} "
-            f"copied, {r['already_there']:,} already there{missing}"
+            f"copied, {r['already_there']:,} already there{missing}; sizes and fingerprints "
+            "match"
         )
     if name == "re-index":
         index = r.get("index") or {}
@@ -167,7 +200,9 @@ def _summary(name: str, r: dict[str, Any]) -> str:
             f"index {index.get('name', '-')} {index.get('action', '-')}"
         )
     rows = sum(t["source_rows"] for t in r["tables"])
-    return f"{len(r['tables'])} tables, {rows:,} rows: counts and checksums match"
+    files = r.get("storage_check")
+    also = f"; {files['in_bucket']:,} files in the bucket match" if files else ""
+    return f"{len(r['tables'])} tables, {rows:,} rows: counts and checksums match{also}"
 
 
 Step = Callable[[Endpoint, Endpoint, RunOptions, Reporter], Any]
@@ -186,7 +221,7 @@ def run_all(
     options: RunOptions | None = None,
     reporter: Reporter | None = None,
 ) -> RunReport:
-    """Run pgvector setup, import, re-index and verification, in that order.
+    """Run pgvector setup, import, (the storage step,) re-index and verification, in order.
 
     :raises TargetBusy: another run holds the target (after `lock_wait_seconds`).
     :raises VerificationFailed: step 4 found a difference; carries the run's report.
@@ -220,6 +255,7 @@ def run_all(
                 raise RunFailed(
                     f"step {step.number}/{len(names)} ({step.name}) failed: {exc}",
                     report.as_dict(),
+                    setting=exc.setting,
                 ) from exc
             step.status, step.seconds = "done", round(time.monotonic() - t0, 3)
             step.report = result

@@ -30,10 +30,9 @@ from typing import Any, Literal
 
 from migration.connection import Endpoint
 from migration.errors import ConfigError, MigrationError, PreflightError
+from migration.options import option, validate
 from migration.progress import NullReporter, Reporter
 from migration.storage_sources import (
-    STUB,
-    VERSION_SEPARATORS,
     Opened,
     Source,
     SourceObject,
@@ -47,8 +46,6 @@ DEFAULT_CACHE_CONTROL = "no-cache"
 PART_SIZE = 8 * 1024 * 1024
 META_SOURCE = "qckstrt-source"
 META_SHA256 = "qckstrt-sha256"
-#: The stack's bucket keeps the migration's dumps under this prefix (`infra.storage`).
-RESERVED_PREFIX = "migration"
 PROGRESS_KEY = "copy:storage"
 _LISTED = 20
 
@@ -59,7 +56,7 @@ class MissingObjects(PreflightError):
     """Objects whose bytes are not in the source backend (names in `names`)."""
 
     def __init__(self, message: str, names: list[str]) -> None:
-        super().__init__(message)
+        super().__init__(message, setting="allow_missing_objects")
         self.names = names
 
 
@@ -69,38 +66,43 @@ class StorageCopyFailed(MigrationError):
 
 @dataclass(frozen=True)
 class StorageCopySettings:
-    """What the storage step needs besides the source.
+    """What the storage step (and its check) needs besides the source; defaults and validation
+    from ``migration.options``.
 
     :param bucket: the stack's bucket (storage-api's ``GLOBAL_S3_BUCKET`` after the move).
     :param tenant: storage-api's ``TENANT_ID`` after the move (keep the source's: ``stub``).
-    :param workers: objects copied at once.
+    :param workers: objects copied (or checked) at once.
     :param allow_missing: copy the rest when some objects' bytes are missing at the source,
         listing them in the report, instead of stopping.
-    :param separator: storage-api's version separator (``-$v-`` with
-        ``TUS_USE_FILE_VERSION_SEPARATOR=true``).
+    :param file_version_separator: storage-api runs with
+        ``TUS_USE_FILE_VERSION_SEPARATOR=true`` (keys end ``-$v-<version>``, not ``/<version>``).
     """
 
-    bucket: str
-    tenant: str = STUB
-    workers: int = 4
-    allow_missing: bool = False
-    separator: str = "/"
+    bucket: str = option("storage_bucket")
+    tenant: str = option("storage_tenant")
+    workers: int = option("storage_workers")
+    allow_missing: bool = option("allow_missing_objects")
+    file_version_separator: bool = option("file_version_separator")
+
+    def __post_init__(self) -> None:
+        validate(self)  # one judgement per setting, the same as the CLI's and the providers'
+
+    @property
+    def separator(self) -> str:
+        """What storage-api puts between an object's name and version in its keys."""
+        return "-$v-" if self.file_version_separator else "/"
 
     def validate(self) -> None:
-        """:raises ConfigError: naming the setting and the fix, before anything is read."""
+        """What only a run needs: a bucket to write to.
+
+        :raises ConfigError: naming the setting and the fix, before anything is read.
+        """
         if not self.bucket:
-            raise ConfigError("storage bucket is empty: give the stack's bucket name")
-        if not self.tenant or "/" in self.tenant:
-            raise ConfigError(f"storage tenant id {self.tenant!r} must be one path segment")
-        if self.tenant == RESERVED_PREFIX:
             raise ConfigError(
-                f"storage tenant id {self.tenant!r} collides with the bucket's {RESERVED_PREFIX}/ "
-                "prefix, whose objects expire: choose another TENANT_ID"
+                "no bucket for storage-api's files: set `storage_bucket` to the stack's bucket "
+                "(the stack output bucketName)",
+                setting="storage_bucket",
             )
-        if not 1 <= self.workers <= 64:
-            raise ConfigError(f"storage workers {self.workers} out of range 1..64")
-        if self.separator not in VERSION_SEPARATORS:
-            raise ConfigError(f"storage version separator {self.separator!r}: use '/' or '-$v-'")
 
 
 @dataclass
@@ -356,8 +358,8 @@ def _refuse_missing(missing: list[str], source: Source) -> None:
     more = f" and {len(missing) - _LISTED} more" if len(missing) > _LISTED else ""
     raise MissingObjects(
         f"{len(missing)} object(s) in storage.objects have no bytes in the {source.describe()}: "
-        f"{shown}{more}. Restore them, or accept their loss with allow_missing "
-        "(--allow-missing-objects); nothing was copied",
+        f"{shown}{more}. Restore them, or accept their loss with `allow_missing_objects`; "
+        "nothing was copied",
         missing,
     )
 
@@ -444,7 +446,7 @@ def _vanished(report: StorageCopyReport, exp: _Expect, settings: StorageCopySett
     if not settings.allow_missing:
         raise MissingObjects(
             f"object {exp.obj.label!r} disappeared from the {report.source} during the copy; "
-            "restore it and re-run (what arrived is kept), or set allow_missing",
+            "restore it and re-run (what arrived is kept), or set `allow_missing_objects`",
             [exp.obj.label],
         )
     report.missing.append(exp.obj.label)

@@ -27,6 +27,7 @@ import psycopg
 
 from migration.connection import Conn
 from migration.errors import ConfigError, PreflightError
+from migration.options import option, validate
 
 #: The self-hosted docker-compose's ``TENANT_ID`` and ``GLOBAL_S3_BUCKET``.
 STUB = "stub"
@@ -167,8 +168,9 @@ class Source(Protocol):
 def _check_separator(separator: str) -> None:
     if separator not in VERSION_SEPARATORS:
         raise ConfigError(
-            f"version separator {separator!r} is not storage-api's: use '/' (the default) or "
-            "'-$v-' (TUS_USE_FILE_VERSION_SEPARATOR=true)"
+            f"`version_separator` {separator!r} is not storage-api's: use '/' (the default) or "
+            "'-$v-' (TUS_USE_FILE_VERSION_SEPARATOR=true)",
+            setting="version_separator",
         )
 
 
@@ -197,14 +199,16 @@ class FileBackendSource:
         _check_separator(self.separator)
         if not self.root.is_dir():
             raise ConfigError(
-                f"storage file backend path {str(self.root)!r} is not a directory here: mount "
-                "storage-api's FILE_STORAGE_BACKEND_PATH (volumes/storage) where the step runs"
+                f"`storage_source_path` {str(self.root)!r} is not a directory here: mount "
+                "storage-api's FILE_STORAGE_BACKEND_PATH (volumes/storage) where the step runs",
+                setting="storage_source_path",
             )
         if not (self.root / self.global_bucket).is_dir():
             raise ConfigError(
                 f"{str(self.root / self.global_bucket)!r} does not exist: the file backend keeps "
-                "objects under <path>/<GLOBAL_S3_BUCKET>/<TENANT_ID>/; set the source's "
-                "global bucket (default 'stub') and tenant id"
+                "objects under <path>/<GLOBAL_S3_BUCKET>/<TENANT_ID>/; set "
+                "`storage_source_global_bucket` (default 'stub') and `storage_source_tenant`",
+                setting="storage_source_global_bucket",
             )
 
     def describe(self) -> str:
@@ -268,8 +272,9 @@ class S3BackendSource:
             code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else ""
             raise ConfigError(
                 f"source bucket s3://{self.bucket} cannot be reached "
-                f"({code or type(exc).__name__}): check the bucket (GLOBAL_S3_BUCKET of the "
-                "source storage-api), the endpoint and the keys"
+                f"({code or type(exc).__name__}): check `storage_source_bucket` (GLOBAL_S3_BUCKET "
+                "of the source storage-api), `storage_source_endpoint` and the keys",
+                setting="storage_source_bucket",
             ) from exc
 
     def _key(self, obj: SourceObject) -> str:
@@ -297,6 +302,60 @@ class S3BackendSource:
             raise
         kms = got.get("ServerSideEncryption") == "aws:kms"
         return Opened(got["Body"], got.get("ContentType"), got.get("CacheControl"), not kms)
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """Where the storage step reads the bytes: the file backend's tree or an S3 bucket.
+
+    Defaults and validation from ``migration.options``; credentials are not a field (they come
+    from a secret or the environment, resolved by the skin that runs the step).
+    """
+
+    path: str = option("storage_source_path")
+    bucket: str = option("storage_source_bucket")
+    endpoint: str = option("storage_source_endpoint")
+    region: str = option("storage_source_region")
+    global_bucket: str = option("storage_source_global_bucket")
+    tenant: str = option("storage_source_tenant")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def named(self) -> bool:
+        """Whether a backend is named (which turns the storage step on)."""
+        return bool(self.path or self.bucket)
+
+    def open(
+        self,
+        tenant: str,
+        separator: str,
+        credentials: SourceCredentials | None = None,
+        region: str | None = None,
+    ) -> Source:
+        """The named backend.
+
+        :param tenant: the target's ``TENANT_ID``: the source's unless `tenant` is set here.
+        :param region: the source store's region when `region` is not set (else us-east-1).
+        :raises ConfigError: no backend is named, or the named one is not usable.
+        """
+        if not self.named:
+            raise ConfigError(
+                "no source backend for the storage step: set `storage_source_path` (the file "
+                "backend's directory) or `storage_source_bucket` (its S3 bucket)",
+                setting="storage_source_path",
+            )
+        source_tenant = self.tenant or tenant
+        if self.path:
+            return FileBackendSource(Path(self.path), self.global_bucket, source_tenant, separator)
+        client = s3_source_client(
+            self.endpoint or None, self.region or region or "us-east-1", credentials
+        )
+        return S3BackendSource(self.bucket, client, source_tenant, separator)
+
+    def describe(self) -> str:
+        return f"file backend {self.path}" if self.path else f"s3://{self.bucket}"
 
 
 @dataclass(frozen=True)

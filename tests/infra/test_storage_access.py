@@ -99,6 +99,9 @@ def test_storage_step_runs_between_import_and_reindex_from_the_file_backend() ->
     assert (inputs["source_path"], inputs["source_bucket"]) == ("/mnt/supabase/storage", "")
     assert inputs["allow_missing"] is False
     assert inputs["source_secret_arn"].startswith("arn:aws:secretsmanager:")
+    assert inputs["master_secret_arn"] == check.inputs["master_secret_arn"]  # it checks the target
+    # The check after the re-index looks at the files again, in the same bucket and tenant.
+    assert (check.inputs["bucket"], check.inputs["tenant"]) == (run.outputs["bucketName"], "stub")
 
 
 def test_s3_source_keys_go_to_their_own_secret_and_the_step_gets_its_arn() -> None:

@@ -392,7 +392,7 @@ def test_cli_storage_subcommand(
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     args = ["storage", "--storage-bucket", BUCKET, "--from-dir", str(storage_source.root), "--json"]
 
-    assert cli.main(args) == 2
+    assert cli.main(args) == cli.EXIT_FAILED
     refused = capsys.readouterr()
     assert f"avatars/{gone.name}" in refused.err and "--allow-missing-objects" in refused.err
 
@@ -400,13 +400,14 @@ def test_cli_storage_subcommand(
     done = capsys.readouterr()
     report = json.loads(done.out)
     assert report["copied"] == len(OBJECTS) - 1
+    assert report["check"]["ok"] and report["check"]["in_bucket"] == len(OBJECTS) - 1
     assert report["missing"] == [f"avatars/{gone.name}"]
     password = storage_source.servers.source.superuser_password
     assert password not in refused.out + refused.err + done.out + done.err
     _assert_in_bucket(aws, OBJECTS[:-1])
 
     check = ["storage", "--storage-bucket", BUCKET, "--check", "--json"]
-    assert cli.main(check) == 1  # the missing object is not in the bucket
+    assert cli.main(check) == cli.EXIT_DIFFERENCES  # the missing object is not in the bucket
     assert f"avatars/{gone.name}" in capsys.readouterr().err
     assert cli.main([*check, "--allow-missing-objects"]) == 0
     assert json.loads(capsys.readouterr().out)["accepted_missing"] == [f"avatars/{gone.name}"]
@@ -446,6 +447,9 @@ def test_run_takes_the_storage_step_between_import_and_reindex(
     ]
     assert "step 3/5: storage" in out.err
     assert report["steps"][2]["report"]["copied"] == len(OBJECTS)
+    assert report["steps"][2]["report"]["storage_check"]["ok"]  # the step checks what it copied
+    # ... and the verify step looks at the files again, beside the tables.
+    assert report["steps"][4]["report"]["storage_check"]["in_bucket"] == len(OBJECTS)
     _assert_in_bucket(aws, [o for o in OBJECTS if o.in_metadata])
 
 

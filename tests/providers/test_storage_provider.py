@@ -1,7 +1,8 @@
 """The storage step's dynamic provider, driven through ``python -m pulumi.dynamic`` over gRPC.
 
 Secrets and both buckets are moto's (``moto.server`` on 127.0.0.1 through ``AWS_ENDPOINT_URL``);
-the source database holds storage-api v1.11.8's schema and rows, the file backend a tmp tree.
+the source database holds storage-api v1.11.8's schema and rows, the file backend a tmp tree;
+the target (SSL-only, as RDS) is the one the step's check dials for its ``storage.objects``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from migration.providers import PROVIDER_VERSION
-from tests.databases import Servers
+from tests.databases import MASTER, Servers
 from tests.migration.supabase_storage import (
     OBJECTS,
     insert_rows,
@@ -40,10 +41,13 @@ class StorageWorld:
     source_url: str
     credentials_arn: str
     root: Path
+    connection: dict[str, Any]
+    master_password: str = ""
 
     def props(self, **overrides: Any) -> dict[str, Any]:
         props: dict[str, Any] = {
             "provider_version": PROVIDER_VERSION,
+            **self.connection,
             "source_secret_arn": self.source_arn,
             "bucket": BUCKET,
             "region": REGION,
@@ -54,7 +58,7 @@ class StorageWorld:
 
     def secrets(self) -> list[str]:
         password = self.source_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
-        return [password, self.source_url, SOURCE_KEY]
+        return [password, self.source_url, SOURCE_KEY, self.master_password]
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +104,30 @@ def world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         Name="storage-step/source-storage-keys",
         SecretString=json.dumps({"accessKeyId": "AKIASRC", "secretAccessKey": SOURCE_KEY}),
     )
+    target_db, _ = servers.target_db()
+    master = sm.create_secret(
+        Name="storage-step/rds-master",
+        SecretString=json.dumps({"username": MASTER, "password": servers.master_password}),
+    )
+    connection = {
+        "host": "127.0.0.1",
+        "port": servers.proxy.port,
+        "database": target_db,
+        "master_secret_arn": master["ARN"],
+        "ssl_mode": "require",
+    }
     host = ProviderHost(env, tmp_path_factory.mktemp("storage-host"))
     try:
-        yield StorageWorld(host, s3, source["ARN"], source_url, keys["ARN"], root)
+        yield StorageWorld(
+            host,
+            s3,
+            source["ARN"],
+            source_url,
+            keys["ARN"],
+            root,
+            connection,
+            servers.master_password,
+        )
     finally:
         host.close()
         moto.stop()
@@ -153,6 +178,13 @@ def test_create_copies_then_unchanged_inputs_do_nothing_and_after_reruns(
         0,
     )
     assert outs["missing"] == []
+    # The check after the copy: every row's bytes at its key; the target has no storage schema.
+    assert outs["storage_checked"] is True and outs["target_rows_compared"] is False
+    assert outs["objects_in_bucket"] == outs["storage_rows"] == len(OBJECTS)
+    assert (
+        outs["bytes_in_bucket"] == outs["storage_rows_bytes"] == sum(len(o.data) for o in OBJECTS)
+    )
+    assert len(outs["storage_rows_checksum"]) == 32
     assert _keys(world, "stub/") == sorted(o.key() for o in OBJECTS)
     for obj in OBJECTS:
         got = world.s3.get_object(Bucket=BUCKET, Key=obj.key())
@@ -201,6 +233,7 @@ def test_missing_files_fail_the_step_by_name(world: StorageWorld, tmp_path: Path
     inputs, _ = world.host.check("StorageCopy", world.props(source_path=str(empty), tenant="t2"))
     with pytest.raises(Exception) as failed:
         world.host.create("StorageCopy", inputs)
-    assert OBJECTS[0].name in str(failed.value) and "allow_missing" in str(failed.value)
+    # The library's neutral setting, in the stack's words: the key that accepts the loss.
+    assert OBJECTS[0].name in str(failed.value) and "storageAllowMissing" in str(failed.value)
     assert _keys(world, "t2/") == []
     _assert_no_secret(world, str(failed.value), "the error")
