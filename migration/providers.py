@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pulumi
 from psycopg import conninfo
@@ -40,6 +40,9 @@ from migration import options
 from migration.connection import DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, Endpoint
 from migration.errors import ConfigError, ConnectionFailed, MigrationError, VerificationFailed
 from migration.progress import LogReporter
+
+if TYPE_CHECKING:
+    from migration.storage_verify import StorageCheckReport
 
 #: Bump when a provider's semantics change: a changed ``provider_version`` re-runs the step.
 PROVIDER_VERSION = "1"
@@ -535,12 +538,12 @@ class MigrationCheckProvider(_StepProvider):
                 reporter=reporter,
             )
         except VerificationFailed as exc:
-            listed = (exc.report or {}).get("mismatches") or [str(exc)]
-            mismatches = "; ".join(str(m) for m in list(listed)[:5])  # type: ignore[call-overload]
+            listed = (exc.result.mismatches if exc.result is not None else None) or [str(exc)]
+            mismatches = "; ".join(str(m) for m in listed[:5])
             raise VerificationFailed(
                 f"the target differs from the source: {mismatches}. Re-run `pulumi up` to "
                 "resume an interrupted import, or see `qckstrt-migrate verify --json`",
-                exc.report,
+                exc.result if exc.result is not None else exc.report,
             ) from None
         return {
             "ok": report.ok,
@@ -560,7 +563,11 @@ class MigrationCheckProvider(_StepProvider):
             return {}
         settings: StorageCopySettings = library_options(StorageCopySettings, props, self.STEP_ID)
         client = _s3(_bucket_region(props))
-        return _check_storage(source, _target(props, secrets), settings, client, rep)
+        # Its own call after verify(), not inside it: the files are storage-api's, not tables.
+        from migration.storage_verify import check_objects
+
+        checked = check_objects(source, settings, client, _target(props, secrets), rep)
+        return _check_outputs(checked)
 
 
 class StorageCopyProvider(_StepProvider):
@@ -604,8 +611,9 @@ class StorageCopyProvider(_StepProvider):
     def _run(
         self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
     ) -> tuple[dict[str, Any], bool]:
-        from migration.storage_copy import StorageCopySettings, copy_objects
+        from migration.storage_copy import StorageCopySettings
         from migration.storage_sources import SourceSettings, credentials_from_json
+        from migration.storage_verify import copy_and_check
 
         source_db = _source(props, secrets)
         assert source_db is not None  # check() requires source_secret_arn
@@ -619,8 +627,9 @@ class StorageCopyProvider(_StepProvider):
         region = _bucket_region(props)
         source = spec.open(settings.tenant, settings.separator, credentials, region)
         client = _s3(region)
-        report = copy_objects(source_db, source, settings, client, reporter)
-        checked = _check_storage(source_db, _target(props, secrets), settings, client, reporter)
+        target = _target(props, secrets)
+        report = copy_and_check(source_db, source, settings, client, target, reporter)
+        assert report.check is not None
         return {
             "source": source_db.identity(),
             "source_backend": source.describe(),
@@ -630,7 +639,7 @@ class StorageCopyProvider(_StepProvider):
             "bytes_copied": report.bytes_copied,
             "bytes_total": report.bytes_total,
             "missing": list(report.missing),
-            **checked,
+            **_check_outputs(report.check),
         }, report.copied > 0
 
 
@@ -650,16 +659,8 @@ def _s3(region: str | None) -> Any:
     return boto3.client("s3", region_name=region)
 
 
-def _check_storage(
-    source: Endpoint, target: Endpoint, settings: Any, client: Any, reporter: LogReporter
-) -> dict[str, Any]:
-    """Every source row's bytes at its key, and the rows against the target's; the outputs.
-
-    :raises VerificationFailed: naming what differs (`migration.storage_verify`).
-    """
-    from migration.storage_verify import check_objects
-
-    checked = check_objects(source, settings, client, target, reporter)
+def _check_outputs(checked: StorageCheckReport) -> dict[str, Any]:
+    """The storage check as outputs: what was compared, and that it matched."""
     return {
         "storage_rows": checked.source.objects,
         "storage_rows_bytes": checked.source.bytes,

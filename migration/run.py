@@ -7,8 +7,8 @@ between them. A second `run` on a migrated target does nothing and still passes 
 Order: pgvector, import, re-index, verify (verification leaves the embedding column out, since
 the re-index rewrites it; it runs last so that it checks the final state). The storage step
 (storage-api's files into the bucket) is opt-in: with `RunOptions.storage` set it runs after the
-import and before the re-index, checks what it copied, and the verify step checks the bucket
-again against the source's rows (`migration.storage_verify`, beside `verify`, not inside it).
+import and before the re-index and checks what it copied; after `verify` a last step checks the
+files again against the source's rows (`migration.storage_verify`, beside `verify`, not in it).
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ STEPS = ("pgvector", "import", "re-index", "verify")
 
 
 class RunFailed(MigrationError):
-    """A step failed; `report` holds the steps so far (JSON-able)."""
+    """A step failed; `result` holds the steps so far (`report`: the same, JSON-able)."""
 
-    def __init__(self, message: str, report: dict[str, Any], setting: str | None = None) -> None:
+    def __init__(self, message: str, result: RunReport, setting: str | None = None) -> None:
         super().__init__(message, setting=setting)
-        self.report = report
+        self.result = result
+        self.report = result.as_dict()
 
 
 @dataclass
@@ -83,19 +84,24 @@ class RunOptions:
         """The steps this run takes, in order (storage only when asked for)."""
         if self.storage is None:
             return STEPS
-        return ("pgvector", "import", "storage", "re-index", "verify")
+        return ("pgvector", "import", "storage", "re-index", "verify", "file check")
+
+
+#: A step's own report: ExtensionReport, ImportReport, StorageCopyReport, ReindexReport,
+#: VerifyReport or StorageCheckReport.
+StepReport = Any
 
 
 @dataclass
 class StepResult:
-    """One step's outcome: a one-line summary for the table, and the step's full report."""
+    """One step's outcome: a one-line summary for the table, and the step's own typed report."""
 
     number: int
     name: str
     status: str  # done | failed | not run
     seconds: float = 0.0
     summary: str = ""
-    report: dict[str, Any] | None = None
+    report: StepReport | None = None
 
 
 @dataclass
@@ -135,25 +141,20 @@ def _import(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
     return import_database(source, target, options, rep)
 
 
-@dataclass
-class _Merged:
-    """A step's report with the storage check's beside it (``as_dict`` as every report)."""
-
-    main: Any
-    storage: Any
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.main.as_dict(), "storage_check": self.storage.as_dict()}
-
-
 def _storage(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
-    from migration.storage_copy import copy_objects
+    from migration.storage_verify import copy_and_check
+
+    assert o.storage is not None
+    storage = o.storage
+    return copy_and_check(source, storage.source, storage.settings, storage.s3(), target, rep)
+
+
+def _check_files(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    """After `verify`: every row's bytes still at its key, the rows against the target's."""
     from migration.storage_verify import check_objects
 
     assert o.storage is not None
-    client = o.storage.s3()
-    copied = copy_objects(source, o.storage.source, o.storage.settings, client, rep)
-    return _Merged(copied, check_objects(source, o.storage.settings, client, target, rep))
+    return check_objects(source, o.storage.settings, o.storage.s3(), target, rep)
 
 
 def _reindex(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
@@ -165,44 +166,51 @@ def _reindex(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -
 def _verify(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
     from migration.verify import verify
 
-    report = verify(source, target, o.schemas, vector_table=o.reindex.table, reporter=rep)
-    if o.storage is None:
-        return report
-    from migration.storage_verify import check_objects
-
-    return _Merged(report, check_objects(source, o.storage.settings, o.storage.s3(), target, rep))
+    return verify(source, target, o.schemas, vector_table=o.reindex.table, reporter=rep)
 
 
-def _summary(name: str, r: dict[str, Any]) -> str:
-    """What a step did, in one line for the table."""
-    if name == "pgvector":
-        verb = "created" if r["vector_created"] else "updated" if r["vector_updated"] else "present"
-        return f"vector {r['vector_version']} {verb} in schema {r['vector_schema']}"
-    if name == "import":
-        rows = sum(t["rows"] for t in r["tables"])
-        if r["already_complete"]:
-            return f"already imported: {len(r['tables'])} tables, {rows:,} rows; nothing to do"
-        resumed = " (resumed)" if r["resumed"] else ""
-        backup = f"; backup {r['backup']}" if r["backup"] else ""
-        return f"{len(r['tables'])} tables, {rows:,} rows{resumed}{backup}"
-    if name == "storage":
-        missing = f", {len(r['missing'])} missing (accepted)" if r["missing"] else ""
+def _summary(report: StepReport) -> str:
+    """What a step did, in one line for the table (from the step's typed report)."""
+    from migration.extension import ExtensionReport
+    from migration.reindex import ReindexReport
+    from migration.storage_copy import StorageCopyReport
+    from migration.storage_verify import StorageCheckReport
+    from migration.transfer import ImportReport
+
+    if isinstance(report, ExtensionReport):
+        verb = "created" if report.vector_created else "updated" if report.vector_updated else ""
         return (
-            f"{r['objects']:,} files in s3://{r['bucket']}/{r['tenant']}/: {r['copied']:,} "
-            f"copied, {r['already_there']:,} already there{missing}; sizes and fingerprints "
-            "match"
+            f"vector {report.vector_version} {verb or 'present'} in schema {report.vector_schema}"
         )
-    if name == "re-index":
-        index = r.get("index") or {}
-        rate = f"{r['chunks_per_second']:.1f}/s" if r["rows_embedded"] else "all current"
+    if isinstance(report, ImportReport):
+        rows = sum(t.rows for t in report.tables)
+        tables = len(report.tables)
+        if report.already_complete:
+            return f"already imported: {tables} tables, {rows:,} rows; nothing to do"
+        resumed = " (resumed)" if report.resumed else ""
+        backup = f"; backup {report.backup}" if report.backup else ""
+        return f"{tables} tables, {rows:,} rows{resumed}{backup}"
+    if isinstance(report, StorageCopyReport):
+        missing = f", {len(report.missing)} missing (accepted)" if report.missing else ""
         return (
-            f"{r['rows_embedded']:,} of {r['rows_total']:,} chunks embedded ({rate}); "
-            f"index {index.get('name', '-')} {index.get('action', '-')}"
+            f"{report.objects:,} files in s3://{report.bucket}/{report.tenant}/: "
+            f"{report.copied:,} copied, {report.already_there:,} already there{missing}"
+            + ("; checked" if report.check is not None else "")
         )
-    rows = sum(t["source_rows"] for t in r["tables"])
-    files = r.get("storage_check")
-    also = f"; {files['in_bucket']:,} files in the bucket match" if files else ""
-    return f"{len(r['tables'])} tables, {rows:,} rows: counts and checksums match{also}"
+    if isinstance(report, StorageCheckReport):
+        return (
+            f"{report.in_bucket:,} of {report.source.objects:,} files at their keys, "
+            f"{report.bytes_in_bucket / 1e6:,.1f} MB; sizes and fingerprints match"
+        )
+    if isinstance(report, ReindexReport):
+        index = report.index
+        rate = f"{report.chunks_per_second:.1f}/s" if report.rows_embedded else "all current"
+        return (
+            f"{report.rows_embedded:,} of {report.rows_total:,} chunks embedded ({rate}); "
+            f"index {index.name if index else '-'} {index.action if index else '-'}"
+        )
+    rows = sum(t.source_rows for t in report.tables)
+    return f"{len(report.tables)} tables, {rows:,} rows: counts and checksums match"
 
 
 Step = Callable[[Endpoint, Endpoint, RunOptions, Reporter], Any]
@@ -212,6 +220,7 @@ _FUNCTIONS: dict[str, Step] = {
     "storage": _storage,
     "re-index": _reindex,
     "verify": _verify,
+    "file check": _check_files,
 }
 
 
@@ -238,15 +247,14 @@ def run_all(
             rep.info(f"step {step.number}/{len(names)}: {step.name}")
             t0 = time.monotonic()
             try:
-                result = _FUNCTIONS[step.name](source, target, opts, rep).as_dict()
+                result = _FUNCTIONS[step.name](source, target, opts, rep)
             except VerificationFailed as exc:
                 step.status, step.seconds = "failed", round(time.monotonic() - t0, 3)
-                step.report = exc.report
+                step.report = exc.result
                 step.summary = str(exc)
                 report.seconds = round(time.monotonic() - began, 3)
                 raise VerificationFailed(
-                    f"step {step.number}/{len(names)} ({step.name}) failed: {exc}",
-                    report.as_dict(),
+                    f"step {step.number}/{len(names)} ({step.name}) failed: {exc}", report
                 ) from exc
             except MigrationError as exc:
                 step.status, step.seconds = "failed", round(time.monotonic() - t0, 3)
@@ -254,12 +262,12 @@ def run_all(
                 report.seconds = round(time.monotonic() - began, 3)
                 raise RunFailed(
                     f"step {step.number}/{len(names)} ({step.name}) failed: {exc}",
-                    report.as_dict(),
+                    report,
                     setting=exc.setting,
                 ) from exc
             step.status, step.seconds = "done", round(time.monotonic() - t0, 3)
             step.report = result
-            step.summary = _summary(step.name, result)
+            step.summary = _summary(result)
             rep.info(f"step {step.number}/{len(names)}: {step.name}: {step.summary}")
     report.seconds = round(time.monotonic() - began, 3)
     return report

@@ -15,13 +15,14 @@ from typing import Any
 from migration.connection import Endpoint
 from migration.options import declared_fields
 from migration.progress import Reporter
-from migration.storage_copy import StorageCopySettings, copy_objects
+from migration.storage_copy import StorageCopyReport, StorageCopySettings
 from migration.storage_sources import (
     Source,
     SourceSettings,
     credentials_from_env,
     credentials_from_secret_arn,
 )
+from migration.storage_verify import StorageCheckReport, check_objects, copy_and_check
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -61,20 +62,16 @@ def copy_settings(args: argparse.Namespace) -> StorageCopySettings:
 
 def cmd_storage(
     args: argparse.Namespace, source_db: Endpoint, target_db: Endpoint | None, rep: Reporter
-) -> dict[str, Any]:
+) -> StorageCopyReport | StorageCheckReport:
     """Copy the objects then check them (or, with `storage_check`, only check); the report.
 
     :param target_db: its ``storage.objects`` is compared too, when it has one.
     """
     import boto3
 
-    from migration.storage_verify import check_objects
-
     settings = copy_settings(args)
     client = boto3.client("s3")
     if args.storage_check:
-        return check_objects(source_db, settings, client, target_db, rep).as_dict()
+        return check_objects(source_db, settings, client, target_db, rep)
     source = open_source(args, settings)
-    copied = copy_objects(source_db, source, settings, client, rep)
-    checked = check_objects(source_db, settings, client, target_db, rep)
-    return {**copied.as_dict(), "check": checked.as_dict()}
+    return copy_and_check(source_db, source, settings, client, target_db, rep)

@@ -26,7 +26,7 @@ import hashlib
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from migration.connection import Endpoint
 from migration.errors import ConfigError, MigrationError, PreflightError
@@ -39,6 +39,9 @@ from migration.storage_sources import (
     list_objects,
     storage_key,
 )
+
+if TYPE_CHECKING:
+    from migration.storage_verify import StorageCheckReport
 
 #: storage-api's file backend serves these when an object has none recorded.
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -119,6 +122,8 @@ class StorageCopyReport:
     bytes_total: int = 0
     missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: The check after the copy (`migration.storage_verify.copy_and_check`), when it ran.
+    check: StorageCheckReport | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

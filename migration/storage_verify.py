@@ -20,8 +20,13 @@ from psycopg import errors
 from migration.connection import Conn, Endpoint
 from migration.errors import VerificationFailed
 from migration.progress import NullReporter, Reporter
-from migration.storage_copy import META_SOURCE, StorageCopySettings
-from migration.storage_sources import SourceObject, list_objects, storage_key
+from migration.storage_copy import (
+    META_SOURCE,
+    StorageCopyReport,
+    StorageCopySettings,
+    copy_objects,
+)
+from migration.storage_sources import Source, SourceObject, list_objects, storage_key
 
 _LISTED = 20
 #: Count, total size and an order-independent checksum of the rows storage-api serves from.
@@ -56,13 +61,11 @@ class StorageCheckReport:
     wrong_size: list[str] = field(default_factory=list)
     other_bytes: list[str] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.mismatches
+    #: Nothing differs (a field, not a property, so that ``asdict`` of a run keeps it).
+    ok: bool = True
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        return asdict(self)
 
 
 def rows_summary(conn: Conn) -> RowsSummary | None:
@@ -166,6 +169,7 @@ def check_objects(
     for obj, found in zip(objects, heads, strict=True):
         _compare(report, obj, found, settings.allow_missing)
     report.mismatches = _mismatches(report)
+    report.ok = not report.mismatches
     rep.finish(
         "storage-check",
         f"storage check: {report.in_bucket:,} of {source.objects:,} objects in "
@@ -173,7 +177,24 @@ def check_objects(
         + ("" if report.ok else f"; {len(report.mismatches)} difference(s)"),
     )
     if not report.ok:
-        raise VerificationFailed(
-            "storage objects differ: " + "; ".join(report.mismatches), report.as_dict()
-        )
+        raise VerificationFailed("storage objects differ: " + "; ".join(report.mismatches), report)
+    return report
+
+
+def copy_and_check(
+    source_db: Endpoint,
+    source: Source,
+    settings: StorageCopySettings,
+    client: Any,
+    target_db: Endpoint | None = None,
+    reporter: Reporter | None = None,
+) -> StorageCopyReport:
+    """The storage step: `copy_objects`, then `check_objects` (its report in ``check``).
+
+    :raises MissingObjects: bytes missing and not `allow_missing` (nothing written).
+    :raises StorageCopyFailed: objects failed to copy; re-run to resume.
+    :raises VerificationFailed: the copy does not check out; carries the check's report.
+    """
+    report = copy_objects(source_db, source, settings, client, reporter)
+    report.check = check_objects(source_db, settings, client, target_db, reporter)
     return report

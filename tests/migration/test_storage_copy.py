@@ -444,12 +444,14 @@ def test_run_takes_the_storage_step_between_import_and_reindex(
         "storage",
         "re-index",
         "verify",
+        "file check",
     ]
-    assert "step 3/5: storage" in out.err
+    assert "step 3/6: storage" in out.err
     assert report["steps"][2]["report"]["copied"] == len(OBJECTS)
-    assert report["steps"][2]["report"]["storage_check"]["ok"]  # the step checks what it copied
-    # ... and the verify step looks at the files again, beside the tables.
-    assert report["steps"][4]["report"]["storage_check"]["in_bucket"] == len(OBJECTS)
+    assert report["steps"][2]["report"]["check"]["ok"]  # the step checks what it copied
+    # ... and after the tables' check, a last step looks at the files again.
+    assert report["steps"][5]["report"]["in_bucket"] == len(OBJECTS)
+    assert report["steps"][5]["report"]["ok"]
     _assert_in_bucket(aws, [o for o in OBJECTS if o.in_metadata])
 
 
