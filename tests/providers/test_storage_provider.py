@@ -200,12 +200,41 @@ def test_create_copies_then_unchanged_inputs_do_nothing_and_after_reruns(
     assert again["run_id"] == outs["run_id"], "nothing changed: later steps must not re-run"
     assert _keys(world, "stub/") == sorted(o.key() for o in OBJECTS), "duplicates"
 
+    _check_looks_at_the_files_again(world, again["run_id"])
+
     world.host.delete("StorageCopy", id_, again)
     assert _keys(world, "stub/") == sorted(o.key() for o in OBJECTS), "delete must keep files"
     log = world.host.stderr()
     assert "info: storage copy: " in log and "are kept" in log
     _assert_no_secret(world, log, "provider host stderr")
     _assert_no_secret(world, again, "outputs")
+
+
+def _check_looks_at_the_files_again(world: StorageWorld, storage_run: str) -> None:
+    """MigrationCheck with the storage step's bucket: after verify(), the files again."""
+    props = {
+        "provider_version": PROVIDER_VERSION,
+        **world.connection,
+        "source_secret_arn": world.source_arn,
+        "region": REGION,
+        "bucket": BUCKET,
+        "after": {"storage": storage_run},
+    }
+    inputs, failures = world.host.check("MigrationCheck", props)
+    assert failures == [] and inputs["tenant"] == "stub"
+    _, outs = world.host.create("MigrationCheck", inputs)
+    assert outs["ok"] is True and outs["storage_checked"] is True
+    assert outs["objects_in_bucket"] == len(OBJECTS)
+    gone = OBJECTS[1]
+    world.s3.delete_object(Bucket=BUCKET, Key=gone.key())  # a delete marker: the key is gone
+    try:
+        with pytest.raises(Exception) as failed:
+            world.host.create("MigrationCheck", inputs)
+        assert f"1 not in the bucket: '{gone.bucket_id}/{gone.name}'" in str(failed.value)
+    finally:
+        markers = world.s3.list_object_versions(Bucket=BUCKET, Prefix=gone.key())
+        for marker in markers.get("DeleteMarkers", []):
+            world.s3.delete_object(Bucket=BUCKET, Key=gone.key(), VersionId=marker["VersionId"])
 
 
 def test_s3_compatible_source_with_keys_from_a_secret(world: StorageWorld) -> None:
