@@ -5,7 +5,10 @@ so "run" only has to order them, name them ("step 2/4: import"), stop at the fir
 the step's name, and hold the target's lock across all four so that no other run slips in
 between them. A second `run` on a migrated target does nothing and still passes verification.
 Order: pgvector, import, re-index, verify (verification leaves the embedding column out, since
-the re-index rewrites it; it runs last so that it checks the final state).
+the re-index rewrites it; it runs last so that it checks the final state). The storage step
+(storage-api's files into the bucket) is opt-in: with `RunOptions.storage` set it runs after the
+import and before the re-index and checks what it copied; after `verify` a last step checks the
+files again against the source's rows (`migration.storage_verify`, beside `verify`, not in it).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migration.connection import Endpoint
 from migration.errors import MigrationError, VerificationFailed
@@ -23,15 +26,37 @@ from migration.progress import NullReporter, Reporter
 from migration.reindex import ReindexSettings
 from migration.retrieval import RetrievalThresholds
 
+if TYPE_CHECKING:
+    from migration.storage_copy import StorageCopySettings
+    from migration.storage_sources import Source
+
 STEPS = ("pgvector", "import", "re-index", "verify")
 
 
 class RunFailed(MigrationError):
-    """A step failed; `report` holds the steps so far (JSON-able)."""
+    """A step failed; `result` holds the steps so far (`report`: the same, JSON-able)."""
 
-    def __init__(self, message: str, report: dict[str, Any], setting: str | None = None) -> None:
+    def __init__(self, message: str, result: RunReport, setting: str | None = None) -> None:
         super().__init__(message, setting=setting)
-        self.report = report
+        self.result = result
+        self.report = result.as_dict()
+
+
+@dataclass
+class StorageStep:
+    """The opt-in storage step: where the files are and where they go.
+
+    :param client: a boto3 S3 client for the stack's bucket (default: ``boto3.client("s3")``).
+    """
+
+    source: Source
+    settings: StorageCopySettings
+    client: Any = None
+
+    def s3(self) -> Any:
+        import boto3
+
+        return self.client or boto3.client("s3")
 
 
 @dataclass
@@ -52,21 +77,33 @@ class RunOptions:
     reindex: ReindexSettings = field(default_factory=ReindexSettings)
     lock_wait_seconds: float = option("lock_wait_seconds")
     retrieval: RetrievalThresholds = field(default_factory=RetrievalThresholds)
+    storage: StorageStep | None = None
 
     def __post_init__(self) -> None:
         validate(self)
 
+    def steps(self) -> tuple[str, ...]:
+        """The steps this run takes, in order (storage only when asked for)."""
+        if self.storage is None:
+            return STEPS
+        return ("pgvector", "import", "storage", "re-index", "verify", "file check")
+
+
+#: A step's own report: ExtensionReport, ImportReport, StorageCopyReport, ReindexReport,
+#: VerifyReport or StorageCheckReport.
+StepReport = Any
+
 
 @dataclass
 class StepResult:
-    """One step's outcome: a one-line summary for the table, and the step's full report."""
+    """One step's outcome: a one-line summary for the table, and the step's own typed report."""
 
     number: int
     name: str
     status: str  # done | failed | not run
     seconds: float = 0.0
     summary: str = ""
-    report: dict[str, Any] | None = None
+    report: StepReport | None = None
 
 
 @dataclass
@@ -106,6 +143,22 @@ def _import(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
     return import_database(source, target, options, rep)
 
 
+def _storage(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    from migration.storage_verify import copy_and_check
+
+    assert o.storage is not None
+    storage = o.storage
+    return copy_and_check(source, storage.source, storage.settings, storage.s3(), target, rep)
+
+
+def _check_files(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    """After `verify`: every row's bytes still at its key, the rows against the target's."""
+    from migration.storage_verify import check_objects
+
+    assert o.storage is not None
+    return check_objects(source, o.storage.settings, o.storage.s3(), target, rep)
+
+
 def _reindex(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
     from migration.reindex import reindex
 
@@ -125,33 +178,54 @@ def _verify(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
     )
 
 
-def _summary(name: str, r: dict[str, Any]) -> str:
-    """What a step did, in one line for the table."""
-    if name == "pgvector":
-        verb = "created" if r["vector_created"] else "updated" if r["vector_updated"] else "present"
-        return f"vector {r['vector_version']} {verb} in schema {r['vector_schema']}"
-    if name == "import":
-        rows = sum(t["rows"] for t in r["tables"])
-        if r["already_complete"]:
-            return f"already imported: {len(r['tables'])} tables, {rows:,} rows; nothing to do"
-        resumed = " (resumed)" if r["resumed"] else ""
-        backup = f"; backup {r['backup']}" if r["backup"] else ""
-        return f"{len(r['tables'])} tables, {rows:,} rows{resumed}{backup}"
-    if name == "re-index":
-        index = r.get("index") or {}
-        rate = f"{r['chunks_per_second']:.1f}/s" if r["rows_embedded"] else "all current"
-        settings = (r.get("search_settings") or {}).get("settings") or {}
-        shown = ", ".join(f"{k}={v}" for k, v in settings.items()) or "pgvector defaults"
+def _summary(report: StepReport) -> str:
+    """What a step did, in one line for the table (from the step's typed report)."""
+    from migration.extension import ExtensionReport
+    from migration.reindex import ReindexReport
+    from migration.storage_copy import StorageCopyReport
+    from migration.storage_verify import StorageCheckReport
+    from migration.transfer import ImportReport
+
+    if isinstance(report, ExtensionReport):
+        verb = "created" if report.vector_created else "updated" if report.vector_updated else ""
         return (
-            f"{r['rows_embedded']:,} of {r['rows_total']:,} chunks embedded ({rate}); "
-            f"index {index.get('name', '-')} {index.get('action', '-')}; {shown}"
+            f"vector {report.vector_version} {verb or 'present'} in schema {report.vector_schema}"
         )
-    rows = sum(t["source_rows"] for t in r["tables"])
-    line = f"{len(r['tables'])} tables, {rows:,} rows: counts and checksums match"
-    if q := r.get("retrieval"):
+    if isinstance(report, ImportReport):
+        rows = sum(t.rows for t in report.tables)
+        tables = len(report.tables)
+        if report.already_complete:
+            return f"already imported: {tables} tables, {rows:,} rows; nothing to do"
+        resumed = " (resumed)" if report.resumed else ""
+        backup = f"; backup {report.backup}" if report.backup else ""
+        return f"{tables} tables, {rows:,} rows{resumed}{backup}"
+    if isinstance(report, StorageCopyReport):
+        missing = f", {len(report.missing)} missing (accepted)" if report.missing else ""
+        return (
+            f"{report.objects:,} files in s3://{report.bucket}/{report.tenant}/: "
+            f"{report.copied:,} copied, {report.already_there:,} already there{missing}"
+            + ("; checked" if report.check is not None else "")
+        )
+    if isinstance(report, StorageCheckReport):
+        return (
+            f"{report.in_bucket:,} of {report.source.objects:,} files at their keys, "
+            f"{report.bytes_in_bucket / 1e6:,.1f} MB; sizes and fingerprints match"
+        )
+    if isinstance(report, ReindexReport):
+        index = report.index
+        rate = f"{report.chunks_per_second:.1f}/s" if report.rows_embedded else "all current"
+        searched = report.search_settings.settings if report.search_settings else {}
+        shown = ", ".join(f"{k}={v}" for k, v in searched.items()) or "pgvector defaults"
+        return (
+            f"{report.rows_embedded:,} of {report.rows_total:,} chunks embedded ({rate}); "
+            f"index {index.name if index else '-'} {index.action if index else '-'}; {shown}"
+        )
+    rows = sum(t.source_rows for t in report.tables)
+    line = f"{len(report.tables)} tables, {rows:,} rows: counts and checksums match"
+    if (q := report.retrieval) is not None:
         line += (
-            f"; app's query: recall@5 {q['recall_at_5']:.4f}, {q['short_results']} short, "
-            f"p95 {q['latency_p95_ms']:.1f} ms"
+            f"; app's query: recall@5 {q.recall_at_5:.4f}, {q.short_results} short, "
+            f"p95 {q.latency_p95_ms:.1f} ms"
         )
     return line
 
@@ -160,8 +234,10 @@ Step = Callable[[Endpoint, Endpoint, RunOptions, Reporter], Any]
 _FUNCTIONS: dict[str, Step] = {
     "pgvector": _extension,
     "import": _import,
+    "storage": _storage,
     "re-index": _reindex,
     "verify": _verify,
+    "file check": _check_files,
 }
 
 
@@ -171,7 +247,7 @@ def run_all(
     options: RunOptions | None = None,
     reporter: Reporter | None = None,
 ) -> RunReport:
-    """Run pgvector setup, import, re-index and verification, in that order.
+    """Run pgvector setup, import, (the storage step,) re-index and verification, in order.
 
     :raises TargetBusy: another run holds the target (after `lock_wait_seconds`).
     :raises VerificationFailed: step 4 found a difference; carries the run's report.
@@ -180,35 +256,35 @@ def run_all(
     opts = options or RunOptions()
     rep = reporter or NullReporter()
     report = RunReport(source.masked, target.masked)
-    report.steps = [StepResult(i, name, "not run") for i, name in enumerate(STEPS, 1)]
+    names = opts.steps()
+    report.steps = [StepResult(i, name, "not run") for i, name in enumerate(names, 1)]
     began = time.monotonic()
     with target_lock(target, opts.lock_wait_seconds):
         for step in report.steps:
-            rep.info(f"step {step.number}/{len(STEPS)}: {step.name}")
+            rep.info(f"step {step.number}/{len(names)}: {step.name}")
             t0 = time.monotonic()
             try:
-                result = _FUNCTIONS[step.name](source, target, opts, rep).as_dict()
+                result = _FUNCTIONS[step.name](source, target, opts, rep)
             except VerificationFailed as exc:
                 step.status, step.seconds = "failed", round(time.monotonic() - t0, 3)
-                step.report = exc.report
+                step.report = exc.result
                 step.summary = str(exc)
                 report.seconds = round(time.monotonic() - began, 3)
                 raise VerificationFailed(
-                    f"step {step.number}/{len(STEPS)} ({step.name}) failed: {exc}",
-                    report.as_dict(),
+                    f"step {step.number}/{len(names)} ({step.name}) failed: {exc}", report
                 ) from exc
             except MigrationError as exc:
                 step.status, step.seconds = "failed", round(time.monotonic() - t0, 3)
                 step.summary = str(exc)
                 report.seconds = round(time.monotonic() - began, 3)
                 raise RunFailed(
-                    f"step {step.number}/{len(STEPS)} ({step.name}) failed: {exc}",
-                    report.as_dict(),
+                    f"step {step.number}/{len(names)} ({step.name}) failed: {exc}",
+                    report,
                     setting=exc.setting,
                 ) from exc
             step.status, step.seconds = "done", round(time.monotonic() - t0, 3)
             step.report = result
-            step.summary = _summary(step.name, result)
-            rep.info(f"step {step.number}/{len(STEPS)}: {step.name}: {step.summary}")
+            step.summary = _summary(result)
+            rep.info(f"step {step.number}/{len(names)}: {step.name}: {step.summary}")
     report.seconds = round(time.monotonic() - began, 3)
     return report

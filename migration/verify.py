@@ -138,7 +138,7 @@ def verify(
         rep.info(report.retrieval.summary())
     report.ok = not report.mismatches and (report.retrieval is None or report.retrieval.ok)
     if not report.ok:
-        raise VerificationFailed(_failure_message(report), report.as_dict())
+        raise VerificationFailed(_failure_message(report), report)
     return report
 
 
@@ -153,7 +153,7 @@ def _import_state(tconn: Conn) -> VerifyReport:
         raise VerificationFailed(
             f"the import into the target is incomplete{detail}: run the import again "
             "(it resumes), then verify",
-            report.as_dict(),
+            report,
         )
     return report
 
