@@ -585,11 +585,9 @@ def _build_index(
 ) -> IndexReport:
     """Create the HNSW index under the app's index name, or keep an equal one."""
     name = s.resolved_index_name
-    wanted = {f"m={s.hnsw_m}", f"ef_construction={s.hnsw_ef_construction}"}
     existing = {n: (am, d, opts) for n, am, d, opts in _vector_indexes(conn, s)}
     if name in existing:
-        am, definition, opts = existing[name]
-        if am == "hnsw" and "vector_cosine_ops" in definition and wanted <= set(opts):
+        if _equal_index(s, *existing[name]):
             return IndexReport(name, "kept", 0.0, s.hnsw_m, s.hnsw_ef_construction)
     elif _relation_exists(conn, s.schema, name):
         raise PreflightError(
@@ -612,47 +610,10 @@ def _build_index(
     )
     watcher.start()
     try:
-        conn.execute(
-            sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(s.maintenance_work_mem))
-        )
-        conn.execute(
-            sql.SQL("SET max_parallel_maintenance_workers = {}").format(
-                sql.Literal(s.parallel_workers)
-            )
-        )
-        # The operator class is qualified with the extension's schema: the database-level
-        # search_path that makes `extensions` visible is not there in every session (a database
-        # copied from a template loses it).
-        ext = conn.execute(
-            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-            "WHERE e.extname = 'vector'"
-        ).fetchone()
-        opclass = sql.SQL("{}.vector_cosine_ops").format(
-            sql.Identifier(str(ext[0]) if ext else "public")
-        )
-        conn.execute(
-            sql.SQL(
-                "CREATE INDEX {idx} ON {t} USING hnsw ({col} {opclass}) "
-                "WITH (m = {m}, ef_construction = {ef})"
-            ).format(
-                idx=sql.Identifier(building),
-                t=_qualified(s),
-                col=sql.Identifier(s.vector_column),
-                opclass=opclass,
-                m=sql.Literal(s.hnsw_m),
-                ef=sql.Literal(s.hnsw_ef_construction),
-            )
-        )
+        _create_hnsw(conn, s, building)
         action = "created"
         if building != name:
-            # Swap in one transaction so the table is never without its index.
-            with conn.transaction():
-                _drop_index(conn, s.schema, name)
-                conn.execute(
-                    sql.SQL("ALTER INDEX {}.{} RENAME TO {}").format(
-                        sql.Identifier(s.schema), sql.Identifier(building), sql.Identifier(name)
-                    )
-                )
+            _swap_index(conn, s.schema, building, name)
             action = "replaced"
     finally:
         done.set()
@@ -663,6 +624,56 @@ def _build_index(
     seconds = round(time.monotonic() - started, 3)
     reporter.finish("index", f"HNSW index {name} {action} in {seconds:.1f}s")
     return IndexReport(name, action, seconds, s.hnsw_m, s.hnsw_ef_construction)
+
+
+def _equal_index(s: ReindexSettings, am: str, definition: str, opts: list[str]) -> bool:
+    """Whether an existing index already is the HNSW cosine index these settings ask for."""
+    wanted = {f"m={s.hnsw_m}", f"ef_construction={s.hnsw_ef_construction}"}
+    return am == "hnsw" and "vector_cosine_ops" in definition and wanted <= set(opts)
+
+
+def _create_hnsw(conn: Conn, s: ReindexSettings, name: str) -> None:
+    """CREATE INDEX ... USING hnsw with the build's memory and workers set for this session."""
+    conn.execute(
+        sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(s.maintenance_work_mem))
+    )
+    conn.execute(
+        sql.SQL("SET max_parallel_maintenance_workers = {}").format(sql.Literal(s.parallel_workers))
+    )
+    # The operator class is qualified with the extension's schema: the database-level
+    # search_path that makes `extensions` visible is not there in every session (a database
+    # copied from a template loses it).
+    ext = conn.execute(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'vector'"
+    ).fetchone()
+    opclass = sql.SQL("{}.vector_cosine_ops").format(
+        sql.Identifier(str(ext[0]) if ext else "public")
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE INDEX {idx} ON {t} USING hnsw ({col} {opclass}) "
+            "WITH (m = {m}, ef_construction = {ef})"
+        ).format(
+            idx=sql.Identifier(name),
+            t=_qualified(s),
+            col=sql.Identifier(s.vector_column),
+            opclass=opclass,
+            m=sql.Literal(s.hnsw_m),
+            ef=sql.Literal(s.hnsw_ef_construction),
+        )
+    )
+
+
+def _swap_index(conn: Conn, schema: str, building: str, name: str) -> None:
+    """Swap in one transaction so the table is never without its index."""
+    with conn.transaction():
+        _drop_index(conn, schema, name)
+        conn.execute(
+            sql.SQL("ALTER INDEX {}.{} RENAME TO {}").format(
+                sql.Identifier(schema), sql.Identifier(building), sql.Identifier(name)
+            )
+        )
 
 
 def _relation_exists(conn: Conn, schema: str, name: str) -> bool:
