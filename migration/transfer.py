@@ -102,6 +102,8 @@ class ImportOptions:
     :param lock_wait_seconds: how long to wait for another run's lock on the target.
     :param retries: how often a table copy or post-data statement is retried after a lost
         connection (with exponential backoff) before the import stops; a re-run resumes.
+    :param state_schema: the target schema keeping this import's progress; a step that imports
+        other schemas after the application's (the auth step) keeps its own.
     """
 
     schemas: list[str] = field(default_factory=lambda: ["public"])
@@ -113,6 +115,7 @@ class ImportOptions:
     pg_dump: str | None = None
     lock_wait_seconds: float = 0.0
     retries: int = 3
+    state_schema: str = state.SCHEMA
 
     def __post_init__(self) -> None:
         if self.retries < 0:
@@ -413,6 +416,7 @@ class _Workers:
         self._local = threading.local()
         self._all: list[Conn] = []
         self._lock = threading.Lock()
+        self.state_schema = state.SCHEMA
 
     def source_conn(self) -> Conn:
         conn: Conn | None = getattr(self._local, "src", None)
@@ -519,7 +523,9 @@ def _copy_table(workers: _Workers, table: Table, rep: Reporter) -> TableResult:
                         rep.advance(key, 1 << 20)
             rows = tcur.rowcount
             seconds = time.monotonic() - started
-            state.table_done(tgt, table.schema, table.name, rows, nbytes, seconds)
+            state.table_done(
+                tgt, table.schema, table.name, rows, nbytes, seconds, workers.state_schema
+            )
     except psycopg.Error as exc:
         if _lost(exc, src, tgt):
             raise _ConnectionLost(f"lost the connection while copying {table.label}") from exc
@@ -535,7 +541,7 @@ def _apply_item(workers: _Workers, item: SqlItem, rep: Reporter) -> None:
     try:
         with conn.transaction():
             conn.execute(item.sql)
-            state.step_done(conn, _step_key(item))
+            state.step_done(conn, _step_key(item), workers.state_schema)
     except psycopg.Error as exc:
         if _lost(exc, conn):
             raise _ConnectionLost(f"lost the connection during {item.kind} {item.name}") from exc
@@ -672,7 +678,7 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
             "schemas": schemas,
             "tables": sorted(t.label for t in tables),
         }
-        run = state.read(tconn)
+        run = state.read(tconn, opts.state_schema)
         report = ImportReport(
             source=source.masked,
             target=target.masked,
@@ -794,7 +800,7 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
                                     sql.Identifier(s), sql.Identifier(n)
                                 )
                             )
-                        state.drop(tconn)
+                        state.drop(tconn, opts.state_schema)
                     report.discarded = drop
                 run = None
                 report.resumed = False
@@ -847,19 +853,24 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
                             )
                         tconn.execute(pre_sql)
                         state.create(
-                            tconn, fingerprint, [(t.schema, t.name) for t in tables], report.backup
+                            tconn,
+                            fingerprint,
+                            [(t.schema, t.name) for t in tables],
+                            report.backup,
+                            opts.state_schema,
                         )
                 except psycopg.Error as exc:
                     raise ImportFailed(
                         f"applying the schema failed: {exc.diag.message_primary or exc}"
                     ) from exc
-                run = state.read(tconn)
+                run = state.read(tconn, opts.state_schema)
                 assert run is not None
                 timings["schema"] = round(time.monotonic() - t0, 3)
                 rep.info(f"schema created: {len(tables)} tables")
 
             preamble, post_items = split_items(post_sql)
             workers = _Workers(source, target, snapshot, preamble)
+            workers.state_schema = opts.state_schema
             try:
                 t0 = time.monotonic()
                 todo = [t for t in tables if run.tables.get((t.schema, t.name)) != "copied"]
@@ -899,7 +910,7 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
                                 "SELECT pg_catalog.setval(%s::regclass, %s, %s)",
                                 (name, value, called),
                             )
-                        state.step_done(tconn, "sequences")
+                        state.step_done(tconn, "sequences", opts.state_schema)
                     report.sequences = len(seqs)
                 timings["sequences"] = round(time.monotonic() - t0, 3)
 
@@ -918,7 +929,7 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
             finally:
                 workers.close()
             with tconn.transaction():
-                state.finish(tconn)
+                state.finish(tconn, opts.state_schema)
     timings["total"] = round(time.monotonic() - began, 3)
     report.timings = timings
     rep.info(f"import complete in {timings['total']:.1f}s")

@@ -1,0 +1,268 @@
+"""The auth step: carry Supabase Auth (GoTrue's schema `auth`) onto the target, faithfully.
+
+After the import of the application schemas, so that GoTrue of the same version starts on the
+target without migrating (and a newer one can migrate it):
+
+1. Supabase's service roles, created by the master user (`migration.roles`), passwords in the
+   password store; schema `auth` created owned by ``supabase_auth_admin``.
+2. Schema `auth` through the import machinery (`import_database` with its own progress state,
+   ``qckstrt_migrate_auth``): every table, type, sequence (value set), function, default,
+   constraint (the foreign keys inside `auth`), index, comment and row level security, and
+   GoTrue's ``schema_migrations`` rows. It resumes like the import.
+3. Owners and grants: every object in `auth` handed to ``supabase_auth_admin``; the source's
+   grants on `auth` replayed for the roles the target has.
+4. The application's objects that the import left out only because `auth` or the service roles
+   were missing (foreign keys into ``auth.users``, policies calling ``auth.uid()``, their row
+   level security, functions), and the application's grants to the service roles, applied from
+   the same kind of schema dump, in one transaction.
+
+Steps 3 and 4 are recorded in the step's state in the transaction that does them: a second run
+changes nothing. What stays behind is listed in the report with the reason.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from migration import grants, state, supabase
+from migration.connection import Conn, Endpoint, server_major
+from migration.errors import ConfigError, ImportFailed
+from migration.pgtools import PgTools, clean_sql, find_pg_tools, parse_toc, restore_to_sql_args
+from migration.progress import NullReporter, Reporter
+from migration.roles import SERVICE_ROLES, PasswordStore, RolesReport, ensure_roles
+from migration.supabase import LeftOut
+from migration.transfer import ImportOptions, _filter_toc, import_database
+
+AUTH_SCHEMA = "auth"
+OWNER = "supabase_auth_admin"
+STATE_SCHEMA = "qckstrt_migrate_auth"
+_OWNERS_STEP = "auth:owners-and-grants"
+_APP_STEP = "auth:application-objects"
+
+
+@dataclass
+class AuthOptions:
+    """Settings of the auth step.
+
+    :param app_schemas: the application schemas whose auth-dependent objects are put back;
+        None: those the import recorded on the target (``public`` when it recorded none).
+    :param jobs: tables copied at once.
+    :param pg_dump: a pg_dump to use instead of the newest suitable one.
+    :param lock_wait_seconds: how long to wait for another run's lock on the target.
+    :param retries: retries of a table copy after a lost connection.
+    """
+
+    app_schemas: list[str] | None = None
+    jobs: int = 2
+    pg_dump: str | None = None
+    lock_wait_seconds: float = 0.0
+    retries: int = 3
+
+    def __post_init__(self) -> None:
+        if self.app_schemas is not None and AUTH_SCHEMA in self.app_schemas:
+            raise ConfigError(
+                "the auth step carries schema auth itself: leave it out of app schemas"
+            )
+
+
+@dataclass
+class AuthReport:
+    """The outcome of the auth step; `as_dict` is JSON-able and holds no password."""
+
+    roles: RolesReport
+    tables: dict[str, int] = field(default_factory=dict)
+    already_complete: bool = False
+    owners_changed: int = 0
+    grants: int = 0
+    reapplied: list[str] = field(default_factory=list)
+    left_out: list[LeftOut] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def carry_auth(
+    source: Endpoint,
+    target: Endpoint,
+    store: PasswordStore,
+    options: AuthOptions | None = None,
+    reporter: Reporter | None = None,
+) -> AuthReport:
+    """Carry schema `auth` and the roles GoTrue needs from `source` to `target` (resumable).
+
+    :param source: the Supabase database.
+    :param target: the RDS database as its master user (CREATEROLE, not a superuser); the
+        import of the application schemas has run.
+    :param store: where the login roles' passwords are kept (Secrets Manager in a stack).
+    :param options: see `AuthOptions`.
+    :param reporter: receives progress; never a password.
+    :raises PreflightError, ConfigError: before anything is written.
+    :raises ImportFailed: while working; a re-run resumes.
+    """
+    opts = options or AuthOptions()
+    rep = reporter or NullReporter()
+    with target.connect(autocommit=True) as tconn:
+        roles = ensure_roles(tconn, store, rep)
+        tconn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
+                sql.Identifier(AUTH_SCHEMA), sql.Identifier(OWNER)
+            )
+        )
+        app_schemas = opts.app_schemas or _imported_schemas(tconn)
+    imported = import_database(
+        source,
+        target,
+        ImportOptions(
+            schemas=[AUTH_SCHEMA],
+            jobs=opts.jobs,
+            pg_dump=opts.pg_dump,
+            lock_wait_seconds=opts.lock_wait_seconds,
+            retries=opts.retries,
+            state_schema=STATE_SCHEMA,
+        ),
+        rep,
+    )
+    report = AuthReport(
+        roles=roles,
+        tables={f"{t.schema}.{t.table}": t.rows for t in imported.tables},
+        left_out=[lo for lo in imported.left_out if lo.kind not in ("grants", "owners")],
+    )
+    with source.connect() as snap, target.connect(autocommit=True) as tconn:
+        snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        snap.read_only = True
+        run = state.read(tconn, STATE_SCHEMA)
+        done = run.steps if run is not None else set()
+        report.already_complete = imported.already_complete and {_OWNERS_STEP, _APP_STEP} <= done
+        if _OWNERS_STEP not in done:
+            _owners_and_grants(snap, tconn, report, rep)
+        if _APP_STEP not in done:
+            _application_objects(source, snap, tconn, app_schemas, opts, report, rep)
+        report.left_out += _still_left_out(snap, tconn, app_schemas)
+    for lo in report.left_out:
+        rep.info(f"left out {lo.kind} {lo.name}: {lo.reason}")
+    return report
+
+
+def _imported_schemas(conn: Conn) -> list[str]:
+    run = state.read(conn)
+    schemas = [str(s) for s in (run.fingerprint.get("schemas") or [])] if run else []
+    return [s for s in schemas if s != AUTH_SCHEMA] or ["public"]
+
+
+def _owners_and_grants(snap: Conn, tconn: Conn, report: AuthReport, rep: Reporter) -> None:
+    """Hand `auth` to its owner and replay the source's grants on it, with the step's row."""
+    with tconn.transaction():
+        report.owners_changed = grants.hand_over(tconn, AUTH_SCHEMA, OWNER)
+        applied, missing = grants.apply_grants(tconn, grants.source_grants(snap, [AUTH_SCHEMA]))
+        report.grants += applied
+        state.step_done(tconn, _OWNERS_STEP, STATE_SCHEMA)
+    rep.info(f"auth: {report.owners_changed} objects owned by {OWNER}, {applied} grants")
+    if missing:
+        report.left_out.append(
+            LeftOut(
+                "grants",
+                f"grants on schema auth to {', '.join(missing)}",
+                "these roles do not exist on the target (Supabase-internal)",
+            )
+        )
+
+
+def _target_roles(tconn: Conn) -> frozenset[str]:
+    return frozenset(grants.existing_roles(tconn, supabase.SUPABASE_ROLES))
+
+
+def _application_objects(
+    source: Endpoint,
+    snap: Conn,
+    tconn: Conn,
+    app_schemas: list[str],
+    opts: AuthOptions,
+    report: AuthReport,
+    rep: Reporter,
+) -> None:
+    """Apply what the import left out only for want of `auth` or the service roles."""
+    before = supabase.classify(snap, app_schemas)
+    after = supabase.classify(snap, app_schemas, {AUTH_SCHEMA}, _target_roles(tconn))
+    text, labels = "", list[str]()
+    if before.keys() - after.keys():
+        tools = find_pg_tools(server_major(snap), opts.pg_dump)
+        text, labels = _schema_sql(source, snap, tools, app_schemas, before, after, tconn)
+    service = {r.name for r in SERVICE_ROLES}
+    try:
+        with tconn.transaction():
+            if text.strip():
+                tconn.execute(text.encode())
+            applied, _ = grants.apply_grants(
+                tconn, grants.source_grants(snap, app_schemas), service
+            )
+            state.step_done(tconn, _APP_STEP, STATE_SCHEMA)
+    except psycopg.Error as exc:
+        raise ImportFailed(
+            "putting back the application's objects that use auth failed: "
+            f"{exc.diag.message_primary or exc}; nothing of it was applied"
+        ) from exc
+    report.reapplied = labels
+    report.grants += applied
+    rep.info(f"auth: put back {len(labels)} application objects, {applied} grants to API roles")
+
+
+def _schema_sql(
+    source: Endpoint,
+    snap: Conn,
+    tools: PgTools,
+    app_schemas: list[str],
+    before: supabase.Decisions,
+    after: supabase.Decisions,
+    tconn: Conn,
+) -> tuple[str, list[str]]:
+    """SQL of the TOC entries kept with `auth` carried but not without (and their labels)."""
+    with tempfile.TemporaryDirectory(prefix="qckstrt-auth-") as tmp:
+        conninfo, env = source.libpq_env()
+        archive = Path(tmp) / "app.dump"
+        row = snap.execute("SELECT pg_export_snapshot()").fetchone()
+        assert row is not None
+        args = [
+            str(tools.pg_dump),
+            "--dbname",
+            conninfo,
+            "--format=custom",
+            "--schema-only",
+            "--no-tablespaces",
+            f"--snapshot={row[0]}",
+            "--file",
+            str(archive),
+        ]
+        for s in app_schemas:
+            args += ["--schema", f'"{s}"']
+        _run(tools, args, env)
+        toc = parse_toc(_run(tools, [str(tools.pg_restore), "-l", "-v", str(archive)]))
+        was_kept = {e.dump_id for e in _filter_toc(toc, before)[0]}
+        entries = [e for e in _filter_toc(toc, after)[0] if e.dump_id not in was_kept]
+        listing = Path(tmp) / "keep.list"
+        listing.write_text("\n".join(e.line for e in entries) + "\n")
+        text = _run(tools, [*restore_to_sql_args(tools, listing), str(archive)])
+    settings = {str(r[0]).lower() for r in tconn.execute("SELECT name FROM pg_settings")}
+    labels = [f"{e.desc.lower()} {e.schema}.{e.tag}" for e in entries]
+    return clean_sql(text, settings), labels
+
+
+def _run(tools: PgTools, args: list[str], env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        cause = lines[-1] if lines else proc.returncode
+        raise ImportFailed(f"{Path(args[0]).name} {tools.version} failed: {cause}")
+    return proc.stdout
+
+
+def _still_left_out(snap: Conn, tconn: Conn, app_schemas: list[str]) -> list[LeftOut]:
+    """What the application schemas still leave behind with `auth` carried, and why."""
+    after = supabase.classify(snap, app_schemas, {AUTH_SCHEMA}, _target_roles(tconn))
+    return sorted(after.values(), key=lambda lo: (lo.kind, lo.name))

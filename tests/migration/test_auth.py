@@ -1,0 +1,263 @@
+"""The auth step: GoTrue's schema, users and roles work on the target as they did on Supabase.
+
+One source built from GoTrue v2.164.0's own migrations (`supabase_auth`), one import of the
+application schema, then the auth step, checked as GoTrue, PostgREST and an operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import bcrypt
+import boto3
+import psycopg
+import pytest
+from moto import mock_aws
+
+from migration.auth import STATE_SCHEMA, carry_auth
+from migration.connection import Endpoint
+from migration.roles import LOGIN_ROLES, SecretsManagerStore
+from migration.transfer import import_database
+from tests.migration.conftest import Servers
+from tests.migration.supabase_auth import KNOWN_EMAIL, KNOWN_PASSWORD, AuthSource, auth_source
+
+__all__ = ["auth_source"]
+
+
+class Lines:
+    """A reporter that keeps every line (to prove no password is ever in one)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+    def start(self, key: str, description: str, total: int | None = None) -> None:
+        self.lines.append(description)
+
+    def advance(self, key: str, amount: int) -> None:
+        pass
+
+    def finish(self, key: str, message: str | None = None) -> None:
+        self.lines.append(message or key)
+
+
+@pytest.fixture
+def secrets_store() -> Iterator[tuple[SecretsManagerStore, Any]]:
+    with mock_aws():
+        client = boto3.client("secretsmanager", region_name="eu-west-1")
+        kms = boto3.client("kms", region_name="eu-west-1").create_key()["KeyMetadata"]["KeyId"]
+        arns = {
+            role: client.create_secret(Name=f"qckstrt/staging/{role}", KmsKeyId=kms)["ARN"]
+            for role in LOGIN_ROLES
+        }
+        yield SecretsManagerStore(arns, client), client
+
+
+def _password(client: Any, store: SecretsManagerStore, role: str) -> str:
+    value = json.loads(client.get_secret_value(SecretId=store.arns[role])["SecretString"])
+    assert value["username"] == role
+    return str(value["password"])
+
+
+def _one(conn: psycopg.Connection[Any], query: str, *args: object) -> Any:
+    row = conn.execute(query, args).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _catalog(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """What GoTrue depends on in schema auth, read off the catalog."""
+    return {
+        "fks": _one(
+            conn,
+            "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+            "WHERE n.nspname = 'auth' AND c.contype = 'f'",
+        ),
+        "rls": _one(
+            conn,
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'auth' AND c.relrowsecurity",
+        ),
+        "default": _one(
+            conn,
+            "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef "
+            "WHERE adrelid = 'auth.refresh_tokens'::regclass",
+        ),
+        "versions": _one(
+            conn, "SELECT array_agg(version ORDER BY version) FROM auth.schema_migrations"
+        ),
+        "functions": _one(
+            conn,
+            "SELECT array_agg(p.proname || ': ' || p.prosrc ORDER BY p.proname) FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'auth'",
+        ),
+        "enums": _one(
+            conn,
+            "SELECT array_agg(t.typname || ': ' || (SELECT string_agg(e.enumlabel, ',' "
+            "ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid) "
+            "ORDER BY t.typname) FROM pg_type t "
+            "JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = 'auth' "
+            "AND t.typtype = 'e'",
+        ),
+        "sequence": _one(conn, "SELECT last_value FROM auth.refresh_tokens_id_seq"),
+        "users": _one(conn, "SELECT count(*) FROM auth.users"),
+        "identities": _one(conn, "SELECT count(*) FROM auth.identities"),
+        "refresh_tokens": _one(conn, "SELECT count(*) FROM auth.refresh_tokens"),
+    }
+
+
+def test_auth_carried_users_sign_in_policies_filter_and_a_rerun_changes_nothing(
+    servers: Servers,
+    auth_source: AuthSource,
+    target: tuple[str, str],
+    secrets_store: tuple[SecretsManagerStore, Any],
+) -> None:
+    store, client = secrets_store
+    dbname, url = target
+    _, src_url = auth_source.new_db()
+    src, tgt = Endpoint(src_url, "source"), Endpoint(url, "target")
+    imported = import_database(src, tgt)
+    assert {lo.name for lo in imported.left_out} >= {
+        "users.users_id_fkey",
+        "documents.documents_own",
+    }
+
+    lines = Lines()
+    report = carry_auth(src, tgt, store, reporter=lines)
+
+    # Schema auth as GoTrue built it: the same catalog and rows as the source, owned by its role.
+    with psycopg.connect(src_url) as sconn, psycopg.connect(url) as tconn:
+        expected = _catalog(sconn)
+        assert _catalog(tconn) == expected
+        assert expected["fks"] == 11 and expected["rls"] == 16
+        assert "nextval('auth.refresh_tokens_id_seq'" in expected["default"]
+        assert _one(
+            tconn,
+            "SELECT array_agg(DISTINCT pg_get_userbyid(c.relowner)) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'auth'",
+        ) == ["supabase_auth_admin"]
+        hashed = _one(
+            tconn, "SELECT encrypted_password FROM auth.users WHERE email = %s", KNOWN_EMAIL
+        )
+    assert hashed.startswith("$2a$10$")
+    assert bcrypt.checkpw(KNOWN_PASSWORD.encode(), hashed.encode())
+    assert not bcrypt.checkpw(b"wrong password", hashed.encode())
+    # What the import had left out for want of auth is back; what is still left out is named.
+    assert report.reapplied == [
+        "function public.my_documents()",
+        "fk constraint public.users users_id_fkey",
+        "row security public.documents",
+        "policy public.documents documents_own",
+    ]
+    assert [lo.name for lo in report.left_out] == ["grants on schema auth to dashboard_user"]
+
+    passwords = {role: _password(client, store, role) for role in LOGIN_ROLES}
+    user_id = _gotrue_sign_in_and_admin_delete(servers, dbname, passwords["supabase_auth_admin"])
+    _rls_filters_by_auth_uid(servers, dbname, passwords["authenticator"])
+
+    # A second run finds everything done and changes nothing (passwords included).
+    with servers.target.superuser(dbname) as su:
+        verifiers = su.execute(
+            "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s) ORDER BY 1",
+            (list(LOGIN_ROLES),),
+        ).fetchall()
+    with psycopg.connect(url) as tconn:
+        before = _catalog(tconn)
+    again = carry_auth(src, tgt, store, reporter=lines)
+    assert again.already_complete and not again.roles.changed
+    assert again.owners_changed == 0 and again.reapplied == []
+    with psycopg.connect(url) as tconn:
+        assert _catalog(tconn) == before
+        assert _one(tconn, "SELECT count(*) FROM auth.users WHERE id = %s", user_id) == 0
+    with servers.target.superuser(dbname) as su:
+        assert (
+            su.execute(
+                "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s) ORDER BY 1",
+                (list(LOGIN_ROLES),),
+            ).fetchall()
+            == verifiers
+        )
+    assert {role: _password(client, store, role) for role in LOGIN_ROLES} == passwords
+
+    # No password anywhere in what the step says.
+    said = "\n".join(lines.lines) + json.dumps(report.as_dict()) + json.dumps(again.as_dict())
+    for secret in passwords.values():
+        assert secret not in said
+    assert any(
+        "created role supabase_auth_admin" in line or "set the password" in line
+        for line in lines.lines
+    )
+    with psycopg.connect(url) as tconn:
+        assert _one(tconn, "SELECT to_regclass(%s)", f"{STATE_SCHEMA}.run") is not None
+
+
+def _gotrue_sign_in_and_admin_delete(servers: Servers, dbname: str, password: str) -> str:
+    """GoTrue's statements as supabase_auth_admin (search_path auth, unqualified names)."""
+    url = servers.target_url(dbname).replace("rdsmaster:", "x:", 1)
+    url = url.split("@", 1)[1]
+    with psycopg.connect(
+        f"postgresql://supabase_auth_admin:{password}@{url}", autocommit=True
+    ) as gotrue:
+        user_id, hashed = gotrue.execute(
+            "SELECT id, encrypted_password FROM users WHERE email = %s AND is_sso_user = false",
+            (KNOWN_EMAIL,),
+        ).fetchone()  # type: ignore[misc]
+        assert bcrypt.checkpw(KNOWN_PASSWORD.encode(), hashed.encode())
+        session = uuid.uuid4()
+        with gotrue.transaction():
+            gotrue.execute(
+                "INSERT INTO sessions (id, user_id, created_at, updated_at, factor_id, aal, "
+                "not_after, refreshed_at, user_agent, ip, tag) VALUES "
+                "(%s, %s, now(), now(), NULL, 'aal1', NULL, NULL, 'pytest', '127.0.0.1', NULL)",
+                (session, user_id),
+            )
+            token_id = _one(
+                gotrue,
+                "INSERT INTO refresh_tokens (instance_id, token, user_id, revoked, created_at, "
+                "updated_at, parent, session_id) VALUES ('00000000-0000-0000-0000-000000000000', "
+                "%s, %s, false, now(), now(), NULL, %s) RETURNING id",
+                "fresh-token",
+                str(user_id),
+                session,
+            )
+            gotrue.execute("UPDATE users SET last_sign_in_at = now() WHERE id = %s", (user_id,))
+        assert token_id > _one(
+            gotrue, "SELECT max(id) FROM refresh_tokens WHERE token <> 'fresh-token'"
+        )
+        gotrue.execute("DELETE FROM users WHERE id = %s", (user_id,))
+        for query, arg in (
+            ("SELECT count(*) FROM identities WHERE user_id = %s", user_id),
+            ("SELECT count(*) FROM sessions WHERE user_id = %s", user_id),
+            ("SELECT count(*) FROM mfa_amr_claims WHERE session_id = %s", session),
+            ("SELECT count(*) FROM refresh_tokens WHERE session_id = %s", session),
+            ("SELECT count(*) FROM refresh_tokens WHERE user_id = %s", str(user_id)),
+        ):
+            assert _one(gotrue, query, arg) == 0, query
+    with psycopg.connect(servers.target_url(dbname)) as app:  # the app's row went with its user
+        assert _one(app, "SELECT count(*) FROM public.users WHERE id = %s", user_id) == 0
+        assert _one(app, 'SELECT count(*) FROM public.documents WHERE "userId" = %s', user_id) == 0
+    return str(user_id)
+
+
+def _rls_filters_by_auth_uid(servers: Servers, dbname: str, password: str) -> None:
+    """As PostgREST does: log in as authenticator, become authenticated, set the JWT claims."""
+    host = servers.target_url(dbname).split("@", 1)[1]
+    with psycopg.connect(f"postgresql://authenticator:{password}@{host}") as api:
+        api.execute("SET ROLE authenticated")
+        total = _one(api, "SELECT count(*) FROM public.documents")
+        assert total == 0  # no claims: auth.uid() is null, the policy admits nothing
+        user = str(uuid.uuid5(uuid.NAMESPACE_URL, "user3"))
+        api.execute(
+            "SELECT set_config('request.jwt.claims', %s, true)",
+            (json.dumps({"sub": user, "role": "authenticated"}),),
+        )
+        rows = api.execute('SELECT DISTINCT "userId" FROM public.documents').fetchall()
+        assert [str(r[0]) for r in rows] == [user]
+        assert _one(api, "SELECT count(*) FROM public.documents") == 2
+        api.execute("SELECT set_config('request.jwt.claim.sub', %s, true)", (user,))
+        assert _one(api, "SELECT auth.uid()::text") == user
