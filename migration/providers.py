@@ -629,6 +629,81 @@ class MigrationCheckProvider(_StepProvider):
         }, True
 
 
+class AuthStepProvider(_StepProvider):
+    """The auth step (opt-in): Supabase's roles, schema `auth` and what the app built on it."""
+
+    STEP = "auth"
+    TRIGGERS = ("provider_version", "app_schemas", "revision", "after")
+    DEFAULTS = {
+        **_StepProvider.DEFAULTS,
+        "app_schemas": ["public"],
+        "revision": 0,
+        "jobs": 2,
+        "after": "",
+    }
+
+    def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
+        from migration.roles import LOGIN_ROLES
+
+        _check_arn(news, "source_secret_arn", failures, required=True)
+        _check_int(news, "revision", 0, 2**31 - 1, failures)
+        _check_int(news, "jobs", 1, 16, failures)
+        schemas = news.get("app_schemas")
+        _check_schemas({"schemas": schemas}, failures)
+        if _known(schemas) and isinstance(schemas, list) and "auth" in schemas:
+            failures.append(
+                CheckFailure("app_schemas", "app_schemas must not name auth: the step carries it")
+            )
+        arns = news.get("password_secret_arns")
+        if not _known(arns):
+            return
+        if not isinstance(arns, Mapping):
+            failures.append(
+                CheckFailure(
+                    "password_secret_arns",
+                    f"password_secret_arns must map each of {', '.join(LOGIN_ROLES)} to a "
+                    "Secrets Manager secret ARN",
+                )
+            )
+            return
+        for role in LOGIN_ROLES:
+            _check_arn(
+                {f"password_secret_arns.{role}": arns.get(role, "")},
+                f"password_secret_arns.{role}",
+                failures,
+                required=True,
+            )
+
+    def _id(self, props: Mapping[str, Any]) -> str:
+        return f"auth:{props.get('database', '')}"
+
+    def _run(
+        self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
+    ) -> tuple[dict[str, Any], bool]:
+        from migration.auth import AuthOptions, carry_auth
+        from migration.roles import SecretsManagerStore
+
+        source = _source(props, secrets)
+        assert source is not None  # check() requires source_secret_arn
+        store = SecretsManagerStore(
+            {str(k): str(v) for k, v in dict(props.get("password_secret_arns") or {}).items()}
+        )
+        options = AuthOptions(
+            app_schemas=[str(s) for s in props.get("app_schemas") or ["public"]],
+            jobs=int(props.get("jobs") or 2),
+        )
+        report = carry_auth(source, _target(props, secrets), store, options, reporter)
+        return {
+            "roles_created": list(report.roles.created),
+            "tables": len(report.tables),
+            "rows": sum(report.tables.values()),
+            "table_rows": dict(report.tables),
+            "reapplied": list(report.reapplied),
+            "left_out": [f"{lo.kind} {lo.name}: {lo.reason}" for lo in report.left_out],
+            "notes": list(report.roles.notes),
+        }, not report.already_complete or report.roles.changed
+
+
 # ---------------------------------------------------------------------------------------------
 # The resources the program declares
 
@@ -837,9 +912,54 @@ class MigrationCheck(_StepResource, module="qckstrt", name="MigrationCheck"):
         super().__init__(MigrationCheckProvider(), name, inputs, outputs, opts)
 
 
+class AuthStep(_StepResource, module="qckstrt", name="AuthStep"):
+    """The auth step as a resource (after the import, before the re-index).
+
+    :param password_secret_arns: login role -> ARN of the stack's secret for its password
+        (``supabase_auth_admin``, ``supabase_storage_admin``, ``authenticator``); the step
+        writes the generated passwords there, never into state or outputs.
+    :param after: the import's ``run_id``: the step runs again when the import did.
+    """
+
+    rows: pulumi.Output[int]
+
+    def __init__(
+        self,
+        name: str,
+        connection: Connection,
+        source_secret_arn: pulumi.Input[str],
+        password_secret_arns: Mapping[str, pulumi.Input[str]],
+        after: pulumi.Input[str],
+        app_schemas: list[str] | None = None,
+        revision: int = 0,
+        jobs: int = 2,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        inputs = {
+            **connection.inputs(),
+            "source_secret_arn": source_secret_arn,
+            "password_secret_arns": dict(password_secret_arns),
+            "after": after,
+            "app_schemas": app_schemas or ["public"],
+            "revision": revision,
+            "jobs": jobs,
+        }
+        outputs = (
+            "roles_created",
+            "tables",
+            "rows",
+            "table_rows",
+            "reapplied",
+            "left_out",
+            "notes",
+        )
+        super().__init__(AuthStepProvider(), name, inputs, outputs, opts)
+
+
 PROVIDERS: dict[str, Callable[[], _StepProvider]] = {
     "PgvectorExtension": PgvectorExtensionProvider,
     "DataImport": DataImportProvider,
     "Reindex": ReindexProvider,
     "MigrationCheck": MigrationCheckProvider,
+    "AuthStep": AuthStepProvider,
 }

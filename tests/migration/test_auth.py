@@ -261,3 +261,54 @@ def _rls_filters_by_auth_uid(servers: Servers, dbname: str, password: str) -> No
         assert _one(api, "SELECT count(*) FROM public.documents") == 2
         api.execute("SELECT set_config('request.jwt.claim.sub', %s, true)", (user,))
         assert _one(api, "SELECT auth.uid()::text") == user
+
+
+def test_auth_step_provider_checks_runs_and_keeps_passwords_out_of_its_outputs(
+    servers: Servers,
+    auth_source: AuthSource,
+    target: tuple[str, str],
+    secrets_store: tuple[SecretsManagerStore, Any],
+) -> None:
+    from migration.providers import PROVIDER_VERSION, AuthStepProvider
+
+    store, client = secrets_store
+    dbname, url = target
+    _, src_url = auth_source.new_db()
+    import_database(Endpoint(src_url, "source"), Endpoint(url, "target"))
+    master = client.create_secret(
+        Name="rds-master",
+        SecretString=json.dumps({"username": "rdsmaster", "password": servers.master_password}),
+    )["ARN"]
+    source = client.create_secret(Name="source-url", SecretString=src_url)["ARN"]
+    news = {
+        "provider_version": PROVIDER_VERSION,
+        "host": "127.0.0.1",
+        "port": servers.proxy.port,
+        "database": dbname,
+        "master_secret_arn": master,
+        "source_secret_arn": source,
+        "password_secret_arns": dict(store.arns),
+        "after": "import-run-1",
+    }
+    provider = AuthStepProvider()
+
+    missing = provider.check({}, {**news, "password_secret_arns": {"authenticator": source}})
+    assert sorted(f.property for f in missing.failures) == [
+        "password_secret_arns.supabase_auth_admin",
+        "password_secret_arns.supabase_storage_admin",
+    ]
+    wrong = provider.check({}, {**news, "app_schemas": ["public", "auth"]})
+    assert [f.property for f in wrong.failures] == ["app_schemas"]
+    checked = provider.check({}, news)
+    assert checked.failures == []
+
+    outs = provider.create(checked.inputs).outs
+    assert outs["tables"] == 16 and outs["rows"] >= 12 * 5
+    assert outs["table_rows"]["auth.users"] == 12
+    assert "policy public.documents documents_own" in outs["reapplied"]
+    said = json.dumps(outs)
+    for role in LOGIN_ROLES:
+        assert _password(client, store, role) not in said
+
+    assert provider.diff("auth", outs, {**checked.inputs, "jobs": 4}).changes is False
+    assert provider.diff("auth", outs, {**checked.inputs, "after": "import-run-2"}).changes
