@@ -300,9 +300,10 @@ def test_auth_step_provider_checks_runs_and_keeps_passwords_out_of_its_outputs(
     wrong = provider.check({}, {**news, "app_schemas": ["public", "auth"]})
     assert [f.property for f in wrong.failures] == ["app_schemas"]
     checked = provider.check({}, news)
-    assert checked.failures == []
+    assert checked.failures == [] and checked.inputs is not None
 
     outs = provider.create(checked.inputs).outs
+    assert outs is not None
     assert outs["tables"] == 16 and outs["rows"] >= 12 * 5
     assert outs["table_rows"]["auth.users"] == 12
     assert "policy public.documents documents_own" in outs["reapplied"]
