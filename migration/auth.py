@@ -34,6 +34,7 @@ from psycopg import sql
 from migration import grants, state, supabase
 from migration.connection import Conn, Endpoint, server_major
 from migration.errors import ConfigError, ImportFailed
+from migration.lock import target_lock
 from migration.pgtools import PgTools, clean_sql, find_pg_tools, parse_toc, restore_to_sql_args
 from migration.progress import NullReporter, Reporter
 from migration.roles import SERVICE_ROLES, PasswordStore, RolesReport, ensure_roles
@@ -108,6 +109,13 @@ def carry_auth(
     """
     opts = options or AuthOptions()
     rep = reporter or NullReporter()
+    with target_lock(target, opts.lock_wait_seconds):
+        return _carry(source, target, store, opts, rep)
+
+
+def _carry(
+    source: Endpoint, target: Endpoint, store: PasswordStore, opts: AuthOptions, rep: Reporter
+) -> AuthReport:
     with target.connect(autocommit=True) as tconn:
         roles = ensure_roles(tconn, store, rep)
         tconn.execute(

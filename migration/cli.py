@@ -242,10 +242,68 @@ def _cmd_reindex(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
     return reindex(_endpoint(args, "target"), _reindex_settings(args), reporter=rep).as_dict()
 
 
+def _auth_secrets(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument(
+        "--auth-password-secrets",
+        default=_env("QCKSTRT_AUTH_PASSWORD_SECRETS"),
+        help="role=ARN,... : the Secrets Manager secret of each login role's password "
+        "(supabase_auth_admin, supabase_storage_admin, authenticator; "
+        "QCKSTRT_AUTH_PASSWORD_SECRETS)"
+        + ("" if required else "; given: run the auth step after the import"),
+    )
+
+
+def _password_store(args: argparse.Namespace) -> Any:
+    """The Secrets Manager store of ``--auth-password-secrets`` (ARNs only, never values)."""
+    from migration.roles import SecretsManagerStore
+
+    raw = args.auth_password_secrets or ""
+    pairs = [item.split("=", 1) for item in raw.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ConfigError("--auth-password-secrets takes role=ARN pairs, comma-separated")
+    return SecretsManagerStore({role.strip(): arn.strip() for role, arn in pairs})
+
+
+def _add_auth(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    _auth_secrets(p, required=True)
+    p.add_argument(
+        "--app-schemas",
+        default=_env("QCKSTRT_SCHEMAS"),
+        help="application schemas whose objects use auth (QCKSTRT_SCHEMAS; as imported)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=int(_env("QCKSTRT_JOBS", "2") or 2),
+        help="tables copied at once (QCKSTRT_JOBS; 2)",
+    )
+    p.add_argument(
+        "--pg-dump", default=_env("QCKSTRT_PG_DUMP"), help="pg_dump to use (QCKSTRT_PG_DUMP)"
+    )
+    _lock_wait(p)
+
+
+def _cmd_auth(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+    from migration.auth import AuthOptions, carry_auth
+
+    schemas = [s.strip() for s in (args.app_schemas or "").split(",") if s.strip()]
+    options = AuthOptions(
+        app_schemas=schemas or None,
+        jobs=args.jobs,
+        pg_dump=args.pg_dump,
+        lock_wait_seconds=args.lock_wait,
+    )
+    store = _password_store(args)
+    report = carry_auth(_endpoint(args, "source"), _endpoint(args, "target"), store, options, rep)
+    return report.as_dict()
+
+
 def _add_run(p: argparse.ArgumentParser) -> None:
     _add_import(p)
     _reindex_flags(p)
     _vector_schema(p)
+    _auth_secrets(p, required=False)
 
 
 def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
@@ -262,6 +320,7 @@ def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
         vector_schema=args.vector_schema,
         reindex=_reindex_settings(args),
         lock_wait_seconds=args.lock_wait,
+        auth_store=_password_store(args) if args.auth_password_secrets else None,
     )
     source, target = _endpoint(args, "source"), _endpoint(args, "target")
     return run_all(source, target, options, rep).as_dict()
@@ -355,6 +414,11 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Han
     "import": ("2. back up, then import schema and data", _add_import, _cmd_import),
     "reindex": ("3. re-embed every chunk and build the HNSW index", _add_reindex, _cmd_reindex),
     "verify": ("4. compare row counts and checksums", _add_verify, _cmd_verify),
+    "auth": (
+        "opt-in, after import: Supabase's roles and schema auth (GoTrue's users)",
+        _add_auth,
+        _cmd_auth,
+    ),
     "restore": (
         "rollback: restore the import's backup into an empty target",
         _add_restore,

@@ -20,8 +20,11 @@ from migration.errors import MigrationError, VerificationFailed
 from migration.lock import target_lock
 from migration.progress import NullReporter, Reporter
 from migration.reindex import ReindexSettings
+from migration.roles import PasswordStore
 
 STEPS = ("pgvector", "import", "re-index", "verify")
+#: With the auth step (opt-in: a password store given), after the import, before the re-index.
+AUTH_STEPS = ("pgvector", "import", "auth", "re-index", "verify")
 
 
 class RunFailed(MigrationError):
@@ -44,6 +47,12 @@ class RunOptions:
     vector_schema: str | None = None
     reindex: ReindexSettings = field(default_factory=ReindexSettings)
     lock_wait_seconds: float = 0.0
+    #: Where the auth step keeps the service roles' passwords; None: no auth step.
+    auth_store: PasswordStore | None = None
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        return STEPS if self.auth_store is None else AUTH_STEPS
 
 
 @dataclass
@@ -94,6 +103,14 @@ def _import(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
     return import_database(source, target, options, rep)
 
 
+def _auth(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    from migration.auth import AuthOptions, carry_auth
+
+    assert o.auth_store is not None
+    options = AuthOptions(app_schemas=o.schemas, jobs=o.jobs, retries=o.retries)
+    return carry_auth(source, target, o.auth_store, options, rep)
+
+
 def _reindex(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
     from migration.reindex import reindex
 
@@ -118,6 +135,10 @@ def _summary(name: str, r: dict[str, Any]) -> str:
         resumed = " (resumed)" if r["resumed"] else ""
         backup = f"; backup {r['backup']}" if r["backup"] else ""
         return f"{len(r['tables'])} tables, {rows:,} rows{resumed}{backup}"
+    if name == "auth":
+        users = r["tables"].get("auth.users", 0)
+        done = "already carried; nothing to do" if r["already_complete"] else "carried"
+        return f"schema auth {done}: {len(r['tables'])} tables, {users:,} users"
     if name == "re-index":
         index = r.get("index") or {}
         rate = f"{r['chunks_per_second']:.1f}/s" if r["rows_embedded"] else "all current"
@@ -133,6 +154,7 @@ Step = Callable[[Endpoint, Endpoint, RunOptions, Reporter], Any]
 _FUNCTIONS: dict[str, Step] = {
     "pgvector": _extension,
     "import": _import,
+    "auth": _auth,
     "re-index": _reindex,
     "verify": _verify,
 }
@@ -153,11 +175,12 @@ def run_all(
     opts = options or RunOptions()
     rep = reporter or NullReporter()
     report = RunReport(source.masked, target.masked)
-    report.steps = [StepResult(i, name, "not run") for i, name in enumerate(STEPS, 1)]
+    names = opts.steps
+    report.steps = [StepResult(i, name, "not run") for i, name in enumerate(names, 1)]
     began = time.monotonic()
     with target_lock(target, opts.lock_wait_seconds):
         for step in report.steps:
-            rep.info(f"step {step.number}/{len(STEPS)}: {step.name}")
+            rep.info(f"step {step.number}/{len(names)}: {step.name}")
             t0 = time.monotonic()
             try:
                 result = _FUNCTIONS[step.name](source, target, opts, rep).as_dict()
@@ -167,7 +190,7 @@ def run_all(
                 step.summary = str(exc)
                 report.seconds = round(time.monotonic() - began, 3)
                 raise VerificationFailed(
-                    f"step {step.number}/{len(STEPS)} ({step.name}) failed: {exc}",
+                    f"step {step.number}/{len(names)} ({step.name}) failed: {exc}",
                     report.as_dict(),
                 ) from exc
             except MigrationError as exc:
@@ -175,12 +198,12 @@ def run_all(
                 step.summary = str(exc)
                 report.seconds = round(time.monotonic() - began, 3)
                 raise RunFailed(
-                    f"step {step.number}/{len(STEPS)} ({step.name}) failed: {exc}",
+                    f"step {step.number}/{len(names)} ({step.name}) failed: {exc}",
                     report.as_dict(),
                 ) from exc
             step.status, step.seconds = "done", round(time.monotonic() - t0, 3)
             step.report = result
             step.summary = _summary(step.name, result)
-            rep.info(f"step {step.number}/{len(STEPS)}: {step.name}: {step.summary}")
+            rep.info(f"step {step.number}/{len(names)}: {step.name}: {step.summary}")
     report.seconds = round(time.monotonic() - began, 3)
     return report

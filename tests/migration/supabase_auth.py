@@ -186,6 +186,16 @@ ALTER FUNCTION auth.email OWNER TO supabase_auth_admin;
 
 # Step 4: the application's side (QCKSTRT keys its users by the GoTrue user id).
 APP_SQL = r"""
+CREATE SCHEMA IF NOT EXISTS extensions;
+CREATE EXTENSION IF NOT EXISTS vector SCHEMA extensions;
+CREATE TABLE public.qckstrt_embeddings_vectors (
+    id varchar(255) PRIMARY KEY,
+    document_id varchar(255) NOT NULL,
+    user_id varchar(255) NOT NULL,
+    content text NOT NULL,
+    embedding extensions.vector(384) NOT NULL,
+    created_at timestamptz DEFAULT now()
+);
 CREATE TABLE public.users (
     id uuid PRIMARY KEY,
     email varchar(255) NOT NULL UNIQUE,
@@ -335,6 +345,12 @@ def seed_users(conn: psycopg.Connection[tuple[object, ...]], count: int = USERS)
                 'INSERT INTO public.documents ("userId", key) VALUES (%s, %s), (%s, %s)',
                 (u.id, f"{u.email}/a.pdf", u.id, f"{u.email}/b.pdf"),
             )
+        cur.execute(
+            "INSERT INTO public.qckstrt_embeddings_vectors (id, document_id, user_id, content, "
+            "embedding) SELECT d.id || '-0', d.id, d.\"userId\", 'Quarterly revenue of ' || d.key, "
+            "(SELECT array_agg(0.1::real) FROM generate_series(1, 384))::extensions.vector "
+            "FROM public.documents d ORDER BY d.key LIMIT 4"
+        )
     return users
 
 

