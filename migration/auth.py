@@ -33,7 +33,7 @@ from psycopg import sql
 
 from migration import grants, state, supabase
 from migration.connection import Conn, Endpoint, server_major
-from migration.errors import ConfigError, ImportFailed
+from migration.errors import ConfigError, ImportFailed, PreflightError
 from migration.lock import target_lock
 from migration.pgtools import PgTools, clean_sql, find_pg_tools, parse_toc, restore_to_sql_args
 from migration.progress import NullReporter, Reporter
@@ -113,9 +113,25 @@ def carry_auth(
         return _carry(source, target, store, opts, rep)
 
 
+def _refuse_non_gotrue(source: Endpoint) -> None:
+    """Stop before any role is made when the source has no GoTrue schema to carry."""
+    with source.connect() as conn:
+        row = conn.execute(
+            "SELECT to_regclass('auth.users') IS NOT NULL "
+            "AND to_regclass('auth.schema_migrations') IS NOT NULL"
+        ).fetchone()
+    if row is None or not row[0]:
+        raise PreflightError(
+            f"the source {source.masked} has no GoTrue schema (auth.users and "
+            "auth.schema_migrations): check the source URL, or leave the auth step out; "
+            "nothing was changed"
+        )
+
+
 def _carry(
     source: Endpoint, target: Endpoint, store: PasswordStore, opts: AuthOptions, rep: Reporter
 ) -> AuthReport:
+    _refuse_non_gotrue(source)
     with target.connect(autocommit=True) as tconn:
         roles = ensure_roles(tconn, store, rep)
         tconn.execute(

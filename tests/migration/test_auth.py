@@ -19,6 +19,7 @@ from moto import mock_aws
 
 from migration.auth import STATE_SCHEMA, carry_auth
 from migration.connection import Endpoint
+from migration.errors import ImportFailed, PreflightError
 from migration.extension import setup_extension
 from migration.roles import LOGIN_ROLES, SecretsManagerStore
 from migration.transfer import import_database
@@ -142,6 +143,14 @@ def test_auth_carried_users_sign_in_policies_filter_and_a_rerun_changes_nothing(
             tconn,
             "SELECT array_agg(DISTINCT pg_get_userbyid(c.relowner)) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'auth'",
+        ) == ["supabase_auth_admin"]
+        assert _one(
+            tconn,
+            "SELECT array_agg(DISTINCT pg_get_userbyid(o)) FROM ("
+            "SELECT p.proowner FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'auth' UNION ALL SELECT t.typowner FROM pg_type t "
+            "JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = 'auth' "
+            "UNION ALL SELECT nspowner FROM pg_namespace WHERE nspname = 'auth') x(o)",
         ) == ["supabase_auth_admin"]
         hashed = _one(
             tconn, "SELECT encrypted_password FROM auth.users WHERE email = %s", KNOWN_EMAIL
@@ -356,3 +365,35 @@ def test_cli_run_with_the_auth_step_does_five_steps_and_prints_no_password(
     said = out.out + out.err + again.out + again.err
     for role in LOGIN_ROLES:
         assert _password(client, store, role) not in said
+
+
+def test_a_failed_put_back_applies_nothing_of_it_and_a_rerun_finishes(
+    servers: Servers,
+    auth_source: AuthSource,
+    target: tuple[str, str],
+    secrets_store: tuple[SecretsManagerStore, Any],
+) -> None:
+    store, _ = secrets_store
+    dbname, url = target
+    _, src_url = auth_source.new_db()
+    src, tgt = Endpoint(src_url, "source"), Endpoint(url, "target")
+    with psycopg.connect(servers.source.url(), autocommit=True) as conn:  # a plain database
+        conn.execute(f'CREATE DATABASE "{dbname}_plain"')
+    with pytest.raises(PreflightError, match="no GoTrue schema"):
+        carry_auth(Endpoint(servers.source.url(f"{dbname}_plain"), "source"), tgt, store)
+    with psycopg.connect(url) as conn:
+        assert _one(conn, "SELECT to_regnamespace('auth')") is None
+
+    setup_extension(tgt, src)
+    import_database(src, tgt)
+    with psycopg.connect(url) as conn:  # something in the way of one object put back
+        conn.execute("CREATE POLICY documents_own ON public.documents USING (false)")
+    with pytest.raises(ImportFailed, match=r"documents_own.*nothing of it was applied"):
+        carry_auth(src, tgt, store)
+    with psycopg.connect(url) as conn:
+        assert _one(conn, "SELECT count(*) FROM auth.users") == 12  # auth itself arrived
+        assert _one(conn, "SELECT count(*) FROM pg_constraint WHERE conname = 'users_id_fkey'") == 0
+        conn.execute("DROP POLICY documents_own ON public.documents")
+    report = carry_auth(src, tgt, store)
+    assert "policy public.documents documents_own" in report.reapplied
+    assert report.owners_changed == 0  # done by the first run, not again
