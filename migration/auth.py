@@ -168,7 +168,12 @@ def _carry(
             _owners_and_grants(snap, tconn, report, rep)
         if _APP_STEP not in done:
             _application_objects(source, snap, tconn, app_schemas, opts, report, rep)
-        report.left_out += _still_left_out(snap, tconn, app_schemas)
+        report.left_out += _default_privileges(snap) + _still_left_out(snap, tconn, app_schemas)
+    report.left_out += [
+        LeftOut("role attribute", "BYPASSRLS of service_role", note)
+        for note in report.roles.notes
+        if "BYPASSRLS" in note
+    ]
     for lo in report.left_out:
         rep.info(f"left out {lo.kind} {lo.name}: {lo.reason}")
     return report
@@ -284,6 +289,24 @@ def _run(tools: PgTools, args: list[str], env: dict[str, str] | None = None) -> 
         cause = lines[-1] if lines else proc.returncode
         raise ImportFailed(f"{Path(args[0]).name} {tools.version} failed: {cause}")
     return proc.stdout
+
+
+def _default_privileges(snap: Conn) -> list[LeftOut]:
+    """Supabase's ``ALTER DEFAULT PRIVILEGES`` in `auth` name its internal roles: not carried."""
+    rows = snap.execute(
+        "SELECT DISTINCT pg_get_userbyid(d.defaclrole) FROM pg_default_acl d "
+        "JOIN pg_namespace n ON n.oid = d.defaclnamespace WHERE n.nspname = %s ORDER BY 1",
+        (AUTH_SCHEMA,),
+    ).fetchall()
+    return [
+        LeftOut(
+            "default privileges",
+            f"for role {r[0]} in schema auth",
+            "they grant to Supabase-internal roles (postgres, dashboard_user); GoTrue does not "
+            "need them",
+        )
+        for r in rows
+    ]
 
 
 def _still_left_out(snap: Conn, tconn: Conn, app_schemas: list[str]) -> list[LeftOut]:
