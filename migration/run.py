@@ -5,7 +5,9 @@ so "run" only has to order them, name them ("step 2/4: import"), stop at the fir
 the step's name, and hold the target's lock across all four so that no other run slips in
 between them. A second `run` on a migrated target does nothing and still passes verification.
 Order: pgvector, import, re-index, verify (verification leaves the embedding column out, since
-the re-index rewrites it; it runs last so that it checks the final state).
+the re-index rewrites it; it runs last so that it checks the final state). The auth step
+(GoTrue's schema and Supabase's roles) is opt-in: with `RunOptions.auth_store` set it runs after
+the import and before the re-index.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from migration.reindex import ReindexSettings
 from migration.roles import PasswordStore
 
 STEPS = ("pgvector", "import", "re-index", "verify")
-#: With the auth step (opt-in: a password store given), after the import, before the re-index.
-AUTH_STEPS = ("pgvector", "import", "auth", "re-index", "verify")
 
 
 class RunFailed(MigrationError):
@@ -50,9 +50,11 @@ class RunOptions:
     #: Where the auth step keeps the service roles' passwords; None: no auth step.
     auth_store: PasswordStore | None = None
 
-    @property
     def steps(self) -> tuple[str, ...]:
-        return STEPS if self.auth_store is None else AUTH_STEPS
+        """The steps this run takes, in order (auth, after the import, only when asked for)."""
+        if self.auth_store is None:
+            return STEPS
+        return ("pgvector", "import", "auth", "re-index", "verify")
 
 
 @dataclass
@@ -175,7 +177,7 @@ def run_all(
     opts = options or RunOptions()
     rep = reporter or NullReporter()
     report = RunReport(source.masked, target.masked)
-    names = opts.steps
+    names = opts.steps()
     report.steps = [StepResult(i, name, "not run") for i, name in enumerate(names, 1)]
     began = time.monotonic()
     with target_lock(target, opts.lock_wait_seconds):
