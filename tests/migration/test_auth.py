@@ -16,6 +16,7 @@ import boto3
 import psycopg
 import pytest
 from moto import mock_aws
+from psycopg import sql
 
 from migration.auth import STATE_SCHEMA, carry_auth
 from migration.connection import Endpoint
@@ -66,7 +67,7 @@ def _password(client: Any, store: SecretsManagerStore, role: str) -> str:
     return str(value["password"])
 
 
-def _one(conn: psycopg.Connection[Any], query: str, *args: object) -> Any:
+def _one(conn: psycopg.Connection[Any], query: str | sql.Composed, *args: object) -> Any:
     row = conn.execute(query, args).fetchone()
     assert row is not None
     return row[0]
@@ -108,9 +109,28 @@ def _catalog(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         ),
         "sequence": _one(conn, "SELECT last_value FROM auth.refresh_tokens_id_seq"),
         "users": _one(conn, "SELECT count(*) FROM auth.users"),
-        "identities": _one(conn, "SELECT count(*) FROM auth.identities"),
-        "refresh_tokens": _one(conn, "SELECT count(*) FROM auth.refresh_tokens"),
+        **{
+            table: _one(
+                conn,
+                sql.SQL(
+                    "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM auth.{} t"
+                ).format(sql.Identifier(table)),
+            )
+            for table in _ROWS_COMPARED
+        },
     }
+
+
+# Every row, generated columns (users.confirmed_at, identities.email) included.
+_ROWS_COMPARED = (
+    "users",
+    "identities",
+    "sessions",
+    "refresh_tokens",
+    "mfa_amr_claims",
+    "audit_log_entries",
+    "schema_migrations",
+)
 
 
 def test_auth_carried_users_sign_in_policies_filter_and_a_rerun_changes_nothing(
