@@ -168,7 +168,11 @@ def _carry(
             _owners_and_grants(snap, tconn, report, rep)
         if _APP_STEP not in done:
             _application_objects(source, snap, tconn, app_schemas, opts, report, rep)
-        report.left_out += _default_privileges(snap) + _still_left_out(snap, tconn, app_schemas)
+        report.left_out += (
+            _grants_left_out(snap, tconn)
+            + _default_privileges(snap)
+            + _still_left_out(snap, tconn, app_schemas)
+        )
     report.left_out += [
         LeftOut("role attribute", "BYPASSRLS of service_role", note)
         for note in report.roles.notes
@@ -189,18 +193,25 @@ def _owners_and_grants(snap: Conn, tconn: Conn, report: AuthReport, rep: Reporte
     """Hand `auth` to its owner and replay the source's grants on it, with the step's row."""
     with tconn.transaction():
         report.owners_changed = grants.hand_over(tconn, AUTH_SCHEMA, OWNER)
-        applied, missing = grants.apply_grants(tconn, grants.source_grants(snap, [AUTH_SCHEMA]))
+        applied, _ = grants.apply_grants(tconn, grants.source_grants(snap, [AUTH_SCHEMA]))
         report.grants += applied
         state.step_done(tconn, _OWNERS_STEP, STATE_SCHEMA)
     rep.info(f"auth: {report.owners_changed} objects owned by {OWNER}, {applied} grants")
-    if missing:
-        report.left_out.append(
-            LeftOut(
-                "grants",
-                f"grants on schema auth to {', '.join(missing)}",
-                "these roles do not exist on the target (Supabase-internal)",
-            )
+
+
+def _grants_left_out(snap: Conn, tconn: Conn) -> list[LeftOut]:
+    """The source's grants on `auth` to roles the target does not have (every run says so)."""
+    wanted = {g.grantee for g in grants.source_grants(snap, [AUTH_SCHEMA])} - {"PUBLIC"}
+    missing = sorted(wanted - grants.existing_roles(tconn, wanted))
+    if not missing:
+        return []
+    return [
+        LeftOut(
+            "grants",
+            f"grants on schema auth to {', '.join(missing)}",
+            "these roles do not exist on the target (Supabase-internal)",
         )
+    ]
 
 
 def _target_roles(tconn: Conn) -> frozenset[str]:

@@ -206,6 +206,7 @@ def test_auth_carried_users_sign_in_policies_filter_and_a_rerun_changes_nothing(
     again = carry_auth(src, tgt, store, reporter=lines)
     assert again.already_complete and not again.roles.changed
     assert again.owners_changed == 0 and again.reapplied == []
+    assert again.left_out == report.left_out  # and still says what stays behind
     with psycopg.connect(url) as tconn:
         assert _catalog(tconn) == before
         assert _one(tconn, "SELECT count(*) FROM auth.users WHERE id = %s", user_id) == 0
