@@ -82,7 +82,7 @@ class DataSteps(pulumi.ComponentResource):
             region=args.region,
             schemas=schemas,
             on_existing=s.on_existing,
-            revision=s.revision,
+            revision=s.import_revision,
             jobs=s.jobs,
             opts=step_opts(self.extension),
         )
@@ -93,8 +93,8 @@ class DataSteps(pulumi.ComponentResource):
                 model=args.embeddings.model,
                 dimensions=args.embeddings.dimensions,
                 table=s.vector_table,
-                batch_size=s.reindex_batch_size,
-                device=s.reindex_device,
+                batch_size=s.batch_size,
+                device=s.device,
                 hnsw_m=s.hnsw_m,
                 hnsw_ef_construction=s.hnsw_ef_construction,
                 revision=s.reindex_revision,
@@ -112,6 +112,7 @@ class DataSteps(pulumi.ComponentResource):
                 "reindex": self.reindex.run_id,
             },
             schemas=schemas,
+            table=s.vector_table,
             opts=step_opts(self.reindex),
         )
         self.register_outputs(

@@ -9,16 +9,19 @@ in another. Validation happens before any resource is declared, so a bad value f
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import pulumi
 from pulumi.runtime.config import get_config, is_config_secret
 
-from migration.models import DEFAULT_MODEL, known_dimensions, xenova_name
+from migration import options
+from migration.models import xenova_name
 
 PROJECT = "qckstrt"
 KeyType = Literal["string", "integer", "boolean", "array"]
@@ -33,6 +36,23 @@ class Key:
     default: Any
     description: str
     secret: bool = False
+
+
+#: Data-step keys declared in migration.options (with the embedding keys, which the app shares).
+_EMBEDDING_KEYS = ("embeddingModel", "vectorDimensions")
+
+
+def _declared(key: str) -> Key:
+    """The stack key of a data-step setting, as ``migration.options`` declares it."""
+    setting = options.by_key(key)
+    assert setting.type != "number", f"{key}: Pulumi.yaml declares no float keys"
+    described = options.render(setting.help, lambda s: f"`{options.pulumi_name(s)}`")
+    return Key(key, setting.type, setting.default, described)
+
+
+def stack_words(message: str) -> str:
+    """A data-step message in the stack's words: settings by their config keys."""
+    return options.render(message, options.pulumi_name)
 
 
 KEYS: tuple[Key, ...] = (
@@ -169,18 +189,8 @@ KEYS: tuple[Key, ...] = (
         "Waiting period before the stack's KMS key is deleted, 7 to 30 days.",
     ),
     # Embeddings (consistency with the data steps and the app)
-    Key(
-        "embeddingModel",
-        "string",
-        DEFAULT_MODEL,
-        "sentence-transformers model the re-index uses (name, name@revision or local path).",
-    ),
-    Key(
-        "vectorDimensions",
-        "integer",
-        384,
-        "Dimension of `vector(N)` columns; must equal the embedding model's output.",
-    ),
+    _declared("embeddingModel"),
+    _declared("vectorDimensions"),
     # LLM host
     Key("llmInstanceType", "string", "g4dn.xlarge", "GPU EC2 instance type serving Ollama."),
     Key(
@@ -233,75 +243,7 @@ KEYS: tuple[Key, ...] = (
         "Days after which objects under `migration/` (dumps, backups) expire.",
     ),
     # Data steps (dynamic resources run by `pulumi up`)
-    Key(
-        "migrationEnabled",
-        "boolean",
-        False,
-        "Run the data steps (pgvector, import, re-index, check) in `pulumi up`. Needs "
-        "`sourceDatabaseUrl` and a network path to the database. Setting it back to false removes "
-        "the steps from the stack and keeps the data.",
-    ),
-    Key(
-        "migrationConnectHost",
-        "string",
-        "",
-        "Host the data steps dial instead of the RDS endpoint (an SSM port-forward such as "
-        "127.0.0.1, or another tunnel); empty dials the endpoint.",
-    ),
-    Key(
-        "migrationConnectPort",
-        "integer",
-        0,
-        "Port the data steps dial with `migrationConnectHost`; 0 uses the database's port.",
-    ),
-    Key(
-        "migrationSslMode",
-        "string",
-        "require",
-        "libpq sslmode of the data steps' connections (RDS forces SSL): require, verify-ca or "
-        "verify-full (the last two need `PGSSLROOTCERT` pointing at the RDS CA bundle).",
-    ),
-    Key(
-        "migrationSchemas",
-        "array",
-        ["public"],
-        "Application schemas the import copies and the check compares.",
-    ),
-    Key(
-        "migrationOnExisting",
-        "string",
-        "fail",
-        "What the import does with a target that already holds the tables: fail, or replace "
-        "(after a backup of them to the bucket). Needed with a `migrationRevision` bump.",
-    ),
-    Key(
-        "migrationRevision",
-        "integer",
-        0,
-        "Bump (with `migrationOnExisting: replace`) to import again from the source.",
-    ),
-    Key("migrationJobs", "integer", 2, "Tables the import copies at once (1 to 16)."),
-    Key(
-        "vectorTable",
-        "string",
-        "qckstrt_embeddings_vectors",
-        "Table (in schema public) whose `content` the re-index embeds into `embedding`.",
-    ),
-    Key("reindexBatchSize", "integer", 128, "Chunks embedded per batch by the re-index."),
-    Key(
-        "reindexDevice",
-        "string",
-        "cpu",
-        "Where the re-index runs the model: cpu, cuda or auto (where `pulumi up` runs).",
-    ),
-    Key("reindexRevision", "integer", 0, "Bump to run the re-index again (incremental)."),
-    Key("hnswM", "integer", 16, "HNSW `m` of the vector index (2 to 100)."),
-    Key(
-        "hnswEfConstruction",
-        "integer",
-        64,
-        "HNSW `ef_construction` of the vector index (4 to 1000, at least 2 x `hnswM`).",
-    ),
+    *(_declared(str(s.key)) for s in options.keyed() if s.key not in _EMBEDDING_KEYS),
     # Monitoring
     Key(
         "alertEmail",
@@ -406,19 +348,23 @@ class SecretSettings:
 
 @dataclass(frozen=True)
 class MigrationSettings:
-    """The data steps: whether they run, how they reach the database, what they do."""
+    """The data steps: whether they run, how they reach the database, what they do.
+
+    One field per keyed setting of ``migration.options`` (named as declared there), except the
+    embedding keys, which are `EmbeddingSettings`; `load` fills them from the declarations.
+    """
 
     enabled: bool
     connect_host: str
     connect_port: int
     ssl_mode: str
     schemas: tuple[str, ...]
-    on_existing: str
-    revision: int
     jobs: int
+    on_existing: str
+    import_revision: int
     vector_table: str
-    reindex_batch_size: int
-    reindex_device: str
+    batch_size: int
+    device: str
     reindex_revision: int
     hnsw_m: int
     hnsw_ef_construction: int
@@ -509,6 +455,16 @@ class _Reader:
             )
         return tuple(v.strip() for v in value)
 
+    def value(self, name: str) -> Any:
+        """The value of `name`, read by its declared type."""
+        readers = {
+            "string": self.string,
+            "integer": self.integer,
+            "boolean": self.boolean,
+            "array": self.strings,
+        }
+        return readers[KEYS_BY_NAME[name].type](name)
+
     def secret(self, name: str) -> pulumi.Output[str] | None:
         """A secret value, or None when unset; a value stored in plaintext is refused."""
         assert KEYS_BY_NAME[name].secret
@@ -593,20 +549,11 @@ def load(config: pulumi.Config | None = None, stack: str | None = None) -> Setti
             db_connections=read.integer("alarmDbConnections"),
         ),
         migration=MigrationSettings(
-            enabled=read.boolean("migrationEnabled"),
-            connect_host=read.string("migrationConnectHost"),
-            connect_port=read.integer("migrationConnectPort"),
-            ssl_mode=read.string("migrationSslMode"),
-            schemas=read.strings("migrationSchemas"),
-            on_existing=read.string("migrationOnExisting"),
-            revision=read.integer("migrationRevision"),
-            jobs=read.integer("migrationJobs"),
-            vector_table=read.string("vectorTable"),
-            reindex_batch_size=read.integer("reindexBatchSize"),
-            reindex_device=read.string("reindexDevice"),
-            reindex_revision=read.integer("reindexRevision"),
-            hnsw_m=read.integer("hnswM"),
-            hnsw_ef_construction=read.integer("hnswEfConstruction"),
+            **{
+                setting.name: read.value(str(setting.key))
+                for setting in options.keyed()
+                if setting.key not in _EMBEDDING_KEYS
+            }
         ),
     )
     validate(settings)
@@ -872,28 +819,27 @@ def _validate_production(s: Settings) -> None:
     )
 
 
+def _declared_values(s: Settings) -> dict[str, Any]:
+    """Setting name -> value, for every data-step key (the embedding keys included)."""
+    values: dict[str, Any] = {
+        f.name: getattr(s.migration, f.name) for f in dataclasses.fields(s.migration)
+    }
+    values.update(model=s.embeddings.model, dimensions=s.embeddings.dimensions)
+    return values
+
+
+def _validate_declared(values: Mapping[str, Any]) -> None:
+    """Judge each value, then the rules between them, as the CLI and the providers do."""
+    found = [p for p in (options.check(n, v) for n, v in values.items()) if p is not None]
+    found += options.cross_check(values)
+    for problem in found[:1]:
+        key = options.get(problem.setting).key
+        assert key is not None
+        raise SettingsError(key, stack_words(problem.text), stack_words(problem.fix))
+
+
 def _validate_embeddings(s: Settings) -> None:
-    e = s.embeddings
-    _require(
-        0 < e.dimensions <= 16000,
-        "vectorDimensions",
-        f"{e.dimensions} is outside 1..16000",
-        "pgvector's vector type holds up to 16000 dimensions",
-    )
-    expected = known_dimensions(e.model)
-    if expected is not None:
-        _require(
-            expected == e.dimensions,
-            "vectorDimensions",
-            f"dimensions {e.dimensions} does not match model {e.model} ({expected})",
-            f"set vectorDimensions to {expected}, or choose a model that outputs {e.dimensions}",
-        )
-    _require(
-        bool(e.model.strip()),
-        "embeddingModel",
-        "the model is empty",
-        "name a sentence-transformers model",
-    )
+    _validate_declared({"model": s.embeddings.model, "dimensions": s.embeddings.dimensions})
 
 
 def _validate_llm(s: Settings) -> None:
@@ -983,6 +929,7 @@ SSL_MODES = ("require", "verify-ca", "verify-full")
 
 
 def _validate_migration(s: Settings) -> None:
+    """The declared data-step settings, then the rules only a stack has."""
     m = s.migration
     _require(
         not m.enabled or s.secrets.source_database_url is not None,
@@ -992,59 +939,15 @@ def _validate_migration(s: Settings) -> None:
         "migrationEnabled to false",
     )
     _require(
-        0 <= m.connect_port <= 65535,
-        "migrationConnectPort",
-        f"{m.connect_port} is not a TCP port",
-        "use 1..65535, or 0 for the database's port",
-    )
-    _require(
-        m.connect_port == 0 or bool(m.connect_host),
-        "migrationConnectPort",
-        "a port is set without migrationConnectHost",
-        "set migrationConnectHost too (for an SSM port-forward: 127.0.0.1), or set the port to 0",
-    )
-    _require(
         m.ssl_mode in SSL_MODES,
         "migrationSslMode",
         f"{m.ssl_mode!r} is not one of {', '.join(SSL_MODES)}",
         "RDS forces SSL: use require, or verify-full with the RDS CA bundle",
     )
-    _require(bool(m.schemas), "migrationSchemas", "no schema is listed", "list at least `public`")
-    for name in (*m.schemas, m.vector_table):
-        key = "vectorTable" if name == m.vector_table else "migrationSchemas"
-        _require(
-            bool(name) and len(name) <= 63 and "\x00" not in name,
-            key,
-            f"{name!r} is not a valid PostgreSQL name",
-            "use a name of 1 to 63 characters",
-        )
+    _validate_declared(_declared_values(s))
     _require(
-        m.on_existing in ("fail", "replace"),
-        "migrationOnExisting",
-        f"{m.on_existing!r} is not fail or replace",
-        "use fail (refuse a target that holds the tables) or replace (back them up, then replace)",
-    )
-    for key, value in (("migrationRevision", m.revision), ("reindexRevision", m.reindex_revision)):
-        _require(value >= 0, key, f"{value} is negative", "use 0 or a larger whole number")
-    _require(1 <= m.jobs <= 16, "migrationJobs", f"{m.jobs} is outside 1..16", "use 1 to 16 tables")
-    _require(
-        1 <= m.reindex_batch_size <= 10000,
-        "reindexBatchSize",
-        f"{m.reindex_batch_size} is outside 1..10000",
-        "use 32 to 512 on a CPU, up to a few thousand on a GPU",
-    )
-    _require(
-        re.fullmatch(r"cpu|auto|cuda(:\d+)?", m.reindex_device) is not None,
-        "reindexDevice",
-        f"{m.reindex_device!r} is not cpu, cuda or auto",
-        "use cpu, cuda (where `pulumi up` runs on a GPU) or auto",
-    )
-    _require(
-        2 <= m.hnsw_m <= 100, "hnswM", f"{m.hnsw_m} is outside 2..100", "16 is pgvector's default"
-    )
-    _require(
-        4 <= m.hnsw_ef_construction <= 1000 and m.hnsw_ef_construction >= 2 * m.hnsw_m,
-        "hnswEfConstruction",
-        f"{m.hnsw_ef_construction} must be in 4..1000 and at least 2 x hnswM ({2 * m.hnsw_m})",
-        "64 is pgvector's default",
+        m.connect_port == 0 or bool(m.connect_host),
+        "migrationConnectPort",
+        "a port is set without migrationConnectHost",
+        "set migrationConnectHost too (for an SSM port-forward: 127.0.0.1), or set the port to 0",
     )

@@ -35,6 +35,7 @@ from migration import grants, state, supabase
 from migration.connection import Conn, Endpoint, server_major
 from migration.errors import ConfigError, ImportFailed, PreflightError
 from migration.lock import target_lock
+from migration.options import option, validate
 from migration.pgtools import PgTools, clean_sql, find_pg_tools, parse_toc, restore_to_sql_args
 from migration.progress import NullReporter, Reporter
 from migration.roles import SERVICE_ROLES, PasswordStore, RolesReport, ensure_roles
@@ -50,26 +51,28 @@ _APP_STEP = "auth:application-objects"
 
 @dataclass
 class AuthOptions:
-    """Settings of the auth step.
+    """Settings of the auth step; defaults and validation from ``migration.options``.
 
-    :param app_schemas: the application schemas whose auth-dependent objects are put back;
-        None: those the import recorded on the target (``public`` when it recorded none).
+    :param app_schemas: the application schemas whose auth-dependent objects are put back (the
+        import's `schemas`).
     :param jobs: tables copied at once.
     :param pg_dump: a pg_dump to use instead of the newest suitable one.
     :param lock_wait_seconds: how long to wait for another run's lock on the target.
     :param retries: retries of a table copy after a lost connection.
     """
 
-    app_schemas: list[str] | None = None
-    jobs: int = 2
-    pg_dump: str | None = None
-    lock_wait_seconds: float = 0.0
-    retries: int = 3
+    app_schemas: list[str] = option("schemas")
+    jobs: int = option("jobs")
+    pg_dump: str | None = option("pg_dump")
+    lock_wait_seconds: float = option("lock_wait_seconds")
+    retries: int = option("retries")
 
     def __post_init__(self) -> None:
-        if self.app_schemas is not None and AUTH_SCHEMA in self.app_schemas:
+        validate(self)
+        if AUTH_SCHEMA in self.app_schemas:
             raise ConfigError(
-                "the auth step carries schema auth itself: leave it out of app schemas"
+                "`schemas` names auth, which the auth step carries itself: leave it out",
+                setting="schemas",
             )
 
 
@@ -139,7 +142,6 @@ def _carry(
                 sql.Identifier(AUTH_SCHEMA), sql.Identifier(OWNER)
             )
         )
-        app_schemas = opts.app_schemas or _imported_schemas(tconn)
     imported = import_database(
         source,
         target,
@@ -167,11 +169,11 @@ def _carry(
         if _OWNERS_STEP not in done:
             _owners_and_grants(snap, tconn, report, rep)
         if _APP_STEP not in done:
-            _application_objects(source, snap, tconn, app_schemas, opts, report, rep)
+            _application_objects(source, snap, tconn, opts.app_schemas, opts, report, rep)
         report.left_out += (
             _grants_left_out(snap, tconn)
             + _default_privileges(snap)
-            + _still_left_out(snap, tconn, app_schemas)
+            + _still_left_out(snap, tconn, opts.app_schemas)
         )
     report.left_out += [
         LeftOut("role attribute", "BYPASSRLS of service_role", note)
@@ -181,12 +183,6 @@ def _carry(
     for lo in report.left_out:
         rep.info(f"left out {lo.kind} {lo.name}: {lo.reason}")
     return report
-
-
-def _imported_schemas(conn: Conn) -> list[str]:
-    run = state.read(conn)
-    schemas = [str(s) for s in (run.fingerprint.get("schemas") or [])] if run else []
-    return [s for s in schemas if s != AUTH_SCHEMA] or ["public"]
 
 
 def _owners_and_grants(snap: Conn, tconn: Conn, report: AuthReport, rep: Reporter) -> None:

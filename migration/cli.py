@@ -1,13 +1,16 @@
 """`qckstrt-migrate`: a thin skin over the library.
 
 It parses arguments, calls one library function per subcommand, prints the report (a table on
-stderr, or JSON on stdout with ``--json``) and turns `MigrationError`s into a one-line cause and
-a non-zero exit. Settings resolve flag, then environment variable, then default. URLs are better
-given by environment (``SOURCE_DATABASE_URL``/``TARGET_DATABASE_URL``): flags show in process
-lists. Passwords are never printed.
+stderr, or JSON on stdout with ``--json``) and turns errors into a one-line cause and an exit
+status a script can rely on (`EXIT_CODES`). The step settings' flags, environment variables,
+defaults, help and validation come from their declarations in ``migration.options``: a setting
+resolves flag, then environment variable, then default, and the environment is read only for the
+subcommand that runs (so ``--help`` works whatever the environment holds). URLs are better given
+by environment (``SOURCE_DATABASE_URL``/``TARGET_DATABASE_URL``): flags show in process lists.
+Passwords are never printed.
 
 Adding a subcommand: write ``_cmd_<name>(args, reporter) -> dict`` and register it in
-`SUBCOMMANDS` with a function adding its arguments.
+`SUBCOMMANDS`; declare its settings in ``migration.options`` with the subcommand's name.
 """
 
 from __future__ import annotations
@@ -16,31 +19,158 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
+import tempfile
+import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from migration.connection import DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, Endpoint
+from migration import options
+from migration.connection import Endpoint
 from migration.errors import ConfigError, MigrationError, VerificationFailed
-from migration.models import DEFAULT_MODEL
 from migration.progress import RichReporter
-from migration.reindex import DEFAULT_TABLE
 
 if TYPE_CHECKING:
     from migration.reindex import ReindexSettings
 
 Handler = Callable[[argparse.Namespace, RichReporter], dict[str, Any]]
 
+#: Exit statuses: what a script may rely on.
+EXIT_OK = 0
+EXIT_DIFFERENCES = 1  # verification ran and found differences (or an incomplete import)
+EXIT_USAGE = 2  # a flag, environment variable or setting is wrong; nothing was done
+EXIT_FAILED = 3  # a step failed at run time (connection, preflight, import, re-index, ...)
+EXIT_INTERNAL = 4  # an unexpected exception: a bug; the traceback is written to a file
+EXIT_INTERRUPTED = 130
+EXIT_CODES = {
+    EXIT_OK: "done",
+    EXIT_DIFFERENCES: "verification found differences",
+    EXIT_USAGE: "usage or configuration error",
+    EXIT_FAILED: "a step failed",
+    EXIT_INTERNAL: "internal error",
+    EXIT_INTERRUPTED: "interrupted",
+}
+#: Flags that are not step settings: where the databases are, and how to print.
+PLUMBING_FLAGS = ("--source", "--target", "--json")
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value else default
+
+def words(message: str) -> str:
+    """A library message in the command line's words (```on_existing``` -> ``--on-existing``)."""
+    return options.render(message, options.cli_name)
+
+
+class UsageError(Exception):
+    """argparse refused the command line (its message is already in the CLI's words).
+
+    `setting` is the declared setting whose flag argparse named, if any (for ``--json``).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        named = re.match(r"argument (--[a-z-]+)", message)
+        flags = {f: s.name for s in options.SETTINGS for f in (s.flag, *s.aliases) if f}
+        self.setting = flags.get(named.group(1)) if named else None
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors `main` turns into the usual one-line cause (and JSON)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments, derived from the declarations
+
+
+def _help(s: options.Setting) -> str:
+    where = [s.env] if s.env else []
+    if s.default not in (None, "", False, []):
+        shown = ",".join(s.default) if isinstance(s.default, list) else s.default
+        where.append(f"default {shown}")
+    text = words(s.help) + (f" [{'; '.join(where)}]" if where else "")
+    return text.replace("%", "%%")
+
+
+def _converter(s: options.Setting) -> Callable[[str], Any]:
+    """argparse ``type=``: parse, then judge the value as every skin does."""
+
+    def convert(raw: str) -> Any:
+        try:
+            value = options.parse(s.name, raw)
+        except options.ParseError as exc:
+            raise argparse.ArgumentTypeError(words(str(exc))) from None
+        if not s.choices and (found := options.check(s.name, value)) is not None:
+            raise argparse.ArgumentTypeError(words(str(found)))
+        return value
+
+    convert.__name__ = s.type  # argparse names it in "invalid <type> value"
+    return convert
+
+
+def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
+    for s in options.for_command(command):
+        assert s.flag is not None, f"{s.name} is declared for `{command}` without a flag"
+        kwargs: dict[str, Any] = {"dest": s.name, "default": None, "help": _help(s)}
+        if s.type == "boolean":
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["type"] = _converter(s)
+            if s.choices:
+                kwargs["choices"] = s.choices
+            else:
+                kwargs["metavar"] = s.metavar or s.name.upper()
+        p.add_argument(s.flag, *s.aliases, **kwargs)
+
+
+def _add_plumbing(p: argparse.ArgumentParser, command: str) -> None:
+    if command not in ("reindex", "restore"):
+        p.add_argument("--source", help="source URL (prefer SOURCE_DATABASE_URL)")
+    p.add_argument("--target", help="target URL (prefer TARGET_DATABASE_URL)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+
+
+def _resolve(args: argparse.Namespace, command: str) -> None:
+    """Fill each setting the flags left out from its environment variable, else its default.
+
+    :raises ConfigError: an environment variable's value is not valid for its setting.
+    """
+    for s in options.for_command(command):
+        if getattr(args, s.name, None) is not None:
+            continue
+        raw = os.environ.get(s.env) if s.env else None
+        if not raw:
+            value = list(s.default) if isinstance(s.default, list) else s.default
+        else:
+            try:
+                value = options.parse(s.name, raw)
+            except options.ParseError as exc:
+                raise ConfigError(f"{s.env}: {exc}", setting=s.name) from None
+            if (found := options.check(s.name, value)) is not None:
+                raise ConfigError(f"{s.env}: {found}", setting=s.name)
+        setattr(args, s.name, value)
+
+
+def _library_options(cls: Any, args: argparse.Namespace, **extra: Any) -> Any:
+    """An instance of a library option dataclass from the resolved settings it declares."""
+    values = {
+        field: getattr(args, name)
+        for field, name in options.declared_fields(cls).items()
+        if hasattr(args, name)
+    }
+    return cls(**values, **extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# The subcommands
 
 
 def _endpoint(args: argparse.Namespace, which: str) -> Endpoint:
-    url = getattr(args, which) or _env(f"{which.upper()}_DATABASE_URL")
+    url = getattr(args, which, None) or os.environ.get(f"{which.upper()}_DATABASE_URL")
     if not url:
         raise ConfigError(
             f"no {which} database: set {which.upper()}_DATABASE_URL (preferred) or --{which}"
@@ -49,55 +179,9 @@ def _endpoint(args: argparse.Namespace, which: str) -> Endpoint:
 
 
 def _optional_source(args: argparse.Namespace) -> Endpoint | None:
-    if args.source or _env("SOURCE_DATABASE_URL"):
+    if args.source or os.environ.get("SOURCE_DATABASE_URL"):
         return _endpoint(args, "source")
     return None
-
-
-def _schemas(args: argparse.Namespace) -> list[str]:
-    raw = args.schemas or _env("QCKSTRT_SCHEMAS", "public") or "public"
-    return [s.strip() for s in raw.split(",") if s.strip()]
-
-
-def _common(p: argparse.ArgumentParser, source: bool = True) -> None:
-    if source:
-        p.add_argument("--source", help="source URL (prefer SOURCE_DATABASE_URL)")
-    p.add_argument("--target", help="target URL (prefer TARGET_DATABASE_URL)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    p.add_argument(
-        "--connect-timeout",
-        type=int,
-        default=int(_env("QCKSTRT_CONNECT_TIMEOUT", str(DEFAULT_CONNECT_TIMEOUT)) or 10),
-        help="seconds per connection attempt (QCKSTRT_CONNECT_TIMEOUT, default 10)",
-    )
-    p.add_argument(
-        "--attempts",
-        type=int,
-        default=int(_env("QCKSTRT_CONNECT_ATTEMPTS", str(DEFAULT_ATTEMPTS)) or 3),
-        help="connection attempts on transient errors (QCKSTRT_CONNECT_ATTEMPTS, default 3)",
-    )
-
-
-def _lock_wait(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--lock-wait",
-        type=float,
-        default=float(_env("QCKSTRT_LOCK_WAIT", "0") or 0),
-        help="seconds to wait for another run's lock on the target (QCKSTRT_LOCK_WAIT; 0)",
-    )
-
-
-def _vector_schema(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--vector-schema",
-        default=_env("QCKSTRT_VECTOR_SCHEMA"),
-        help="schema for `vector` (QCKSTRT_VECTOR_SCHEMA; default: the source's, else public)",
-    )
-
-
-def _add_extension(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    _vector_schema(p)
 
 
 def _cmd_extension(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
@@ -112,128 +196,32 @@ def _cmd_extension(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any
     return report.as_dict()
 
 
-def _add_import(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument(
-        "--schemas", help="application schemas, comma-separated (QCKSTRT_SCHEMAS; public)"
-    )
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=int(_env("QCKSTRT_JOBS", "2") or 2),
-        help="tables copied at once (QCKSTRT_JOBS; 2)",
-    )
-    p.add_argument(
-        "--backup",
-        default=_env("QCKSTRT_BACKUP"),
-        help="s3://bucket/prefix or a directory for pg_dump -Fc of the source (QCKSTRT_BACKUP)",
-    )
-    p.add_argument(
-        "--on-existing",
-        choices=["fail", "replace"],
-        default=_env("QCKSTRT_ON_EXISTING", "fail"),
-        help="a target that holds the tables: fail (default) or replace after a backup",
-    )
-    p.add_argument(
-        "--restart", action="store_true", help="discard an interrupted import's progress"
-    )
-    p.add_argument("--dry-run", action="store_true", help="read and report; write nothing")
-    p.add_argument(
-        "--pg-dump", default=_env("QCKSTRT_PG_DUMP"), help="pg_dump to use (QCKSTRT_PG_DUMP)"
-    )
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=int(_env("QCKSTRT_RETRIES", "3") or 3),
-        help="retries of a table copy after a lost connection (QCKSTRT_RETRIES; 3)",
-    )
-    _lock_wait(p)
-
-
 def _cmd_import(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
     from migration.transfer import ImportOptions, import_database
 
-    options = ImportOptions(
-        schemas=_schemas(args),
-        jobs=args.jobs,
-        backup=args.backup,
-        on_existing=args.on_existing,
-        restart=args.restart,
-        dry_run=args.dry_run,
-        pg_dump=args.pg_dump,
-        retries=args.retries,
-        lock_wait_seconds=args.lock_wait,
-    )
-    report = import_database(_endpoint(args, "source"), _endpoint(args, "target"), options, rep)
+    opts = _library_options(ImportOptions, args)
+    report = import_database(_endpoint(args, "source"), _endpoint(args, "target"), opts, rep)
     return report.as_dict()
-
-
-def _add_verify(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument(
-        "--schemas", help="application schemas, comma-separated (QCKSTRT_SCHEMAS; public)"
-    )
 
 
 def _cmd_verify(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
     from migration.verify import verify
 
     report = verify(
-        _endpoint(args, "source"), _endpoint(args, "target"), _schemas(args), reporter=rep
+        _endpoint(args, "source"),
+        _endpoint(args, "target"),
+        args.schemas,
+        vector_table=args.vector_table,
+        reporter=rep,
     )
     return report.as_dict()
-
-
-def _reindex_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        default=_env("QCKSTRT_MODEL", DEFAULT_MODEL),
-        help="sentence-transformers model: name, name@revision or local path (QCKSTRT_MODEL)",
-    )
-    p.add_argument(
-        "--dimensions",
-        type=int,
-        default=int(_env("QCKSTRT_VECTOR_DIMENSIONS", "384") or 384),
-        help="the stack's vectorDimensions (QCKSTRT_VECTOR_DIMENSIONS, default 384)",
-    )
-    p.add_argument(
-        "--allow-dimension-change",
-        action="store_true",
-        help="rewrite vector(N) to the model's dimension and re-embed every row",
-    )
-    p.add_argument("--schema", default=_env("QCKSTRT_VECTOR_SCHEMA", "public"))
-    p.add_argument("--table", default=_env("QCKSTRT_VECTOR_TABLE", DEFAULT_TABLE))
-    p.add_argument("--text-column", default="content")
-    p.add_argument("--vector-column", default="embedding")
-    p.add_argument("--batch-size", type=int, default=int(_env("QCKSTRT_BATCH_SIZE", "128") or 128))
-    p.add_argument("--device", default=_env("QCKSTRT_DEVICE", "cpu"), help="cpu, cuda or auto")
-    p.add_argument("--hnsw-m", type=int, default=16)
-    p.add_argument("--hnsw-ef-construction", type=int, default=64)
-
-
-def _add_reindex(p: argparse.ArgumentParser) -> None:
-    _common(p, source=False)
-    _reindex_flags(p)
-    _lock_wait(p)
 
 
 def _reindex_settings(args: argparse.Namespace) -> ReindexSettings:
     from migration.reindex import ReindexSettings
 
-    return ReindexSettings(
-        model=args.model,
-        expected_dimensions=args.dimensions,
-        allow_dimension_change=args.allow_dimension_change,
-        schema=args.schema,
-        table=args.table,
-        text_column=args.text_column,
-        vector_column=args.vector_column,
-        batch_size=args.batch_size,
-        device=args.device,
-        hnsw_m=args.hnsw_m,
-        hnsw_ef_construction=args.hnsw_ef_construction,
-        lock_wait_seconds=args.lock_wait,
-    )
+    settings: ReindexSettings = _library_options(ReindexSettings, args)
+    return settings
 
 
 def _cmd_reindex(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
@@ -242,121 +230,52 @@ def _cmd_reindex(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
     return reindex(_endpoint(args, "target"), _reindex_settings(args), reporter=rep).as_dict()
 
 
-def _auth_secrets(p: argparse.ArgumentParser, required: bool) -> None:
-    p.add_argument(
-        "--auth-password-secrets",
-        default=_env("QCKSTRT_AUTH_PASSWORD_SECRETS"),
-        help="role=ARN,... : the Secrets Manager secret of each login role's password "
-        "(supabase_auth_admin, supabase_storage_admin, authenticator; "
-        "QCKSTRT_AUTH_PASSWORD_SECRETS)"
-        + ("" if required else "; given: run the auth step after the import"),
-    )
-
-
 def _password_store(args: argparse.Namespace) -> Any:
-    """The Secrets Manager store of ``--auth-password-secrets`` (ARNs only, never values)."""
+    """The Secrets Manager store named by `auth_password_secrets` (ARNs only, never values)."""
     from migration.roles import SecretsManagerStore
 
     raw = args.auth_password_secrets or ""
     pairs = [item.split("=", 1) for item in raw.split(",") if item.strip()]
-    if any(len(pair) != 2 for pair in pairs):
-        raise ConfigError("--auth-password-secrets takes role=ARN pairs, comma-separated")
+    if not pairs or any(len(pair) != 2 for pair in pairs):
+        raise ConfigError(
+            "`auth_password_secrets` takes role=ARN pairs, comma-separated, one per login role",
+            setting="auth_password_secrets",
+        )
     return SecretsManagerStore({role.strip(): arn.strip() for role, arn in pairs})
-
-
-def _add_auth(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    _auth_secrets(p, required=True)
-    p.add_argument(
-        "--app-schemas",
-        default=_env("QCKSTRT_SCHEMAS"),
-        help="application schemas whose objects use auth (QCKSTRT_SCHEMAS; as imported)",
-    )
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=int(_env("QCKSTRT_JOBS", "2") or 2),
-        help="tables copied at once (QCKSTRT_JOBS; 2)",
-    )
-    p.add_argument(
-        "--pg-dump", default=_env("QCKSTRT_PG_DUMP"), help="pg_dump to use (QCKSTRT_PG_DUMP)"
-    )
-    _lock_wait(p)
 
 
 def _cmd_auth(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
     from migration.auth import AuthOptions, carry_auth
 
-    schemas = [s.strip() for s in (args.app_schemas or "").split(",") if s.strip()]
-    options = AuthOptions(
-        app_schemas=schemas or None,
-        jobs=args.jobs,
-        pg_dump=args.pg_dump,
-        lock_wait_seconds=args.lock_wait,
-    )
+    opts = _library_options(AuthOptions, args)
     store = _password_store(args)
-    report = carry_auth(_endpoint(args, "source"), _endpoint(args, "target"), store, options, rep)
+    report = carry_auth(_endpoint(args, "source"), _endpoint(args, "target"), store, opts, rep)
     return report.as_dict()
-
-
-def _add_run(p: argparse.ArgumentParser) -> None:
-    _add_import(p)
-    _reindex_flags(p)
-    _vector_schema(p)
-    _auth_secrets(p, required=False)
 
 
 def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
     from migration.run import RunOptions, run_all
 
-    if args.dry_run or args.restart:
-        raise ConfigError("--dry-run and --restart belong to `qckstrt-migrate import`, not run")
-    options = RunOptions(
-        schemas=_schemas(args),
-        jobs=args.jobs,
-        backup=args.backup,
-        on_existing=args.on_existing,
-        retries=args.retries,
-        vector_schema=args.vector_schema,
-        reindex=_reindex_settings(args),
-        lock_wait_seconds=args.lock_wait,
-        auth_store=_password_store(args) if args.auth_password_secrets else None,
-    )
+    store = _password_store(args) if args.auth_password_secrets else None
+    opts = _library_options(RunOptions, args, reindex=_reindex_settings(args), auth_store=store)
     source, target = _endpoint(args, "source"), _endpoint(args, "target")
-    return run_all(source, target, options, rep).as_dict()
-
-
-def _add_restore(p: argparse.ArgumentParser) -> None:
-    _common(p, source=False)
-    p.add_argument(
-        "--from",
-        dest="location",
-        required=True,
-        help="the import's backup: s3://bucket/prefix-or-key or a directory/file",
-    )
-    p.add_argument(
-        "--on-existing",
-        choices=["fail", "replace"],
-        default="fail",
-        help="a target that holds the tables: fail (default) or replace after a --backup",
-    )
-    p.add_argument(
-        "--backup",
-        default=_env("QCKSTRT_BACKUP"),
-        help="where to keep the target's tables before --on-existing replace (QCKSTRT_BACKUP)",
-    )
-    _lock_wait(p)
+    return run_all(source, target, opts, rep).as_dict()
 
 
 def _cmd_restore(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
     from migration.restore import restore
 
+    if not args.restore_from:
+        raise ConfigError(
+            "no backup to restore: name the import's backup with `restore_from`",
+            setting="restore_from",
+        )
     report = restore(
-        args.location,
+        args.restore_from,
         _endpoint(args, "target"),
         on_existing=args.on_existing,
         backup=args.backup,
-        lock_wait_seconds=args.lock_wait,
+        lock_wait_seconds=args.lock_wait_seconds,
         reporter=rep,
     )
     return report.as_dict()
@@ -365,7 +284,7 @@ def _cmd_restore(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
 def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dir",
-        default=_env("QCKSTRT_DEMO_DIR", ".demo"),
+        default=os.environ.get("QCKSTRT_DEMO_DIR") or ".demo",
         help="where the two embedded servers keep their data (reused; default .demo)",
     )
     p.add_argument("--fresh", action="store_true", help="delete --dir first and start over")
@@ -408,98 +327,111 @@ def _cmd_demo(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
     return asdict(report)
 
 
-SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {
-    "run": ("steps 1-4 in order: what `pulumi up` runs", _add_run, _cmd_run),
-    "extension": ("1. create/update pgvector on the target", _add_extension, _cmd_extension),
-    "import": ("2. back up, then import schema and data", _add_import, _cmd_import),
-    "reindex": ("3. re-embed every chunk and build the HNSW index", _add_reindex, _cmd_reindex),
-    "verify": ("4. compare row counts and checksums", _add_verify, _cmd_verify),
-    "auth": (
-        "opt-in, after import: Supabase's roles and schema auth (GoTrue's users)",
-        _add_auth,
-        _cmd_auth,
-    ),
-    "restore": (
-        "rollback: restore the import's backup into an empty target",
-        _add_restore,
-        _cmd_restore,
-    ),
-    "demo": (
-        "the whole migration on two embedded servers, no cloud account",
-        _add_demo,
-        _cmd_demo,
-    ),
+SUBCOMMANDS: dict[str, tuple[str, Handler]] = {
+    "run": ("steps 1-4 in order: what `pulumi up` runs", _cmd_run),
+    "extension": ("1. create/update pgvector on the target", _cmd_extension),
+    "import": ("2. back up, then import schema and data", _cmd_import),
+    "reindex": ("3. re-embed every chunk and build the HNSW index", _cmd_reindex),
+    "verify": ("4. compare row counts and checksums", _cmd_verify),
+    "auth": ("opt-in, after the import: Supabase's roles and schema auth (GoTrue)", _cmd_auth),
+    "restore": ("rollback: restore the import's backup into an empty target", _cmd_restore),
+    "demo": ("the whole migration on two embedded servers, no cloud account", _cmd_demo),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qckstrt-migrate",
         description="Move QCKSTRT's data from Supabase to RDS PostgreSQL + pgvector.",
+        epilog="exit status: "
+        + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items()),
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, add, _) in SUBCOMMANDS.items():
-        add(sub.add_parser(name, help=help_text, description=help_text))
+    for name, (help_text, _) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "demo":
+            _add_demo(p)
+            continue
+        _add_plumbing(p, name)
+        _add_settings(p, name)
     return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
 
 
 def _render(command: str, report: dict[str, Any], rep: RichReporter) -> None:
     """Show a report as a table on stderr (stdout stays free for --json)."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(file=sys.stderr)
-    if command == "verify":
-        table = Table("table", "source rows", "target rows", "checksum", title="verification")
-        for t in report["tables"]:
-            table.add_row(
-                t["table"],
-                f"{t['source_rows']:,}",
-                "missing" if t["target_rows"] is None else f"{t['target_rows']:,}",
-                "ok" if t["ok"] else "DIFFERS",
-            )
-        console.print(table)
-    elif command == "import":
-        table = Table("table", "rows", "MB", "seconds", "status", title="import")
-        for t in report["tables"]:
-            table.add_row(
-                f"{t['schema']}.{t['table']}",
-                f"{t['rows']:,}",
-                f"{t['bytes'] / 1e6:.1f}",
-                f"{t['seconds']:.2f}",
-                t["status"],
-            )
-        console.print(table)
-        if report["left_out"]:
-            left = Table("left out", "name", "why")
-            for lo in report["left_out"]:
-                left.add_row(lo["kind"], lo["name"], lo["reason"])
-            console.print(left)
-        console.print(
-            "timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["timings"].items())
+    renderers: dict[str, Callable[[Any, dict[str, Any]], None]] = {
+        "verify": _render_verify,
+        "import": _render_import,
+        "restore": _render_restore,
+        "run": _render_steps,
+        "demo": _render_demo,
+    }
+    if command in renderers:
+        renderers[command](console, report)
+        return
+    for key, value in report.items():
+        console.print(f"{key}: {value}", highlight=False)
+
+
+def _render_verify(console: Any, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table("table", "source rows", "target rows", "checksum", title="verification")
+    for t in report["tables"]:
+        table.add_row(
+            t["table"],
+            f"{t['source_rows']:,}",
+            "missing" if t["target_rows"] is None else f"{t['target_rows']:,}",
+            "ok" if t["ok"] else "DIFFERS",
         )
-    elif command == "restore":
-        table = Table("table", "rows", title="restore")
-        for name, rows in report["tables"].items():
-            table.add_row(name, f"{rows:,}")
-        console.print(table)
-        console.print(
-            f"restored {report['backup']}: {len(report['tables'])} tables, {report['rows']:,} "
-            f"rows in {report['seconds']:.1f}s; left out as the import did: "
-            f"{report['left_out']} entries"
-            + ("" if report["manifest"] else " (no manifest.json: catalog-free rules only)")
-            + (f"; replaced {', '.join(report['replaced'])}" if report["replaced"] else "")
-            + (f"; kept in {report['target_backup']}" if report["target_backup"] else ""),
-            highlight=False,
-            soft_wrap=True,
+    console.print(table)
+
+
+def _render_import(console: Any, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table("table", "rows", "MB", "seconds", "status", title="import")
+    for t in report["tables"]:
+        table.add_row(
+            f"{t['schema']}.{t['table']}",
+            f"{t['rows']:,}",
+            f"{t['bytes'] / 1e6:.1f}",
+            f"{t['seconds']:.2f}",
+            t["status"],
         )
-    elif command == "run":
-        _render_steps(console, report)
-    elif command == "demo":
-        _render_demo(console, report)
-    else:
-        for key, value in report.items():
-            console.print(f"{key}: {value}", highlight=False)
+    console.print(table)
+    if report["left_out"]:
+        left = Table("left out", "name", "why")
+        for lo in report["left_out"]:
+            left.add_row(lo["kind"], lo["name"], lo["reason"])
+        console.print(left)
+    console.print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["timings"].items()))
+
+
+def _render_restore(console: Any, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table("table", "rows", title="restore")
+    for name, rows in report["tables"].items():
+        table.add_row(name, f"{rows:,}")
+    console.print(table)
+    console.print(
+        f"restored {report['backup']}: {len(report['tables'])} tables, {report['rows']:,} "
+        f"rows in {report['seconds']:.1f}s; left out as the import did: "
+        f"{report['left_out']} entries"
+        + ("" if report["manifest"] else " (no manifest.json: catalog-free rules only)")
+        + (f"; replaced {', '.join(report['replaced'])}" if report["replaced"] else "")
+        + (f"; kept in {report['target_backup']}" if report["target_backup"] else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _render_steps(console: Any, report: dict[str, Any]) -> None:
@@ -511,7 +443,7 @@ def _render_steps(console: Any, report: dict[str, Any]) -> None:
             f"{step['number']}. {step['name']}",
             step["status"],
             f"{step['seconds']:.1f}" if step["status"] != "not run" else "",
-            step["summary"],
+            words(step["summary"]),
         )
     table.add_row("total", "", f"{report['seconds']:.1f}", "", style="bold")
     console.print(table)
@@ -536,6 +468,10 @@ def _render_demo(console: Any, report: dict[str, Any]) -> None:
         )
     console.print(f"question: {report['question']!r} (embedded with the same model)")
     console.print(hits)
+    _render_demo_footer(console, report)
+
+
+def _render_demo_footer(console: Any, report: dict[str, Any]) -> None:
     from migration.demo import DIFFERENCES, MASTER, TARGET_DB
 
     console.print("what this demo does differently from RDS:", highlight=False)
@@ -556,42 +492,121 @@ def _render_demo(console: Any, report: dict[str, Any]) -> None:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Errors and exit statuses
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit status for an exception that ended a subcommand (see `EXIT_CODES`).
+
+    A failed ``run`` step is judged by its cause, so ``run`` and the step alone agree.
+    """
+    if isinstance(exc, VerificationFailed):
+        return EXIT_DIFFERENCES
+    if isinstance(exc, UsageError):
+        return EXIT_USAGE
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if not isinstance(exc, MigrationError):
+        return EXIT_INTERNAL
+    cause = exc.__cause__ if isinstance(exc.__cause__, MigrationError) else exc
+    if isinstance(cause, VerificationFailed):
+        return EXIT_DIFFERENCES
+    return EXIT_USAGE if isinstance(cause, ConfigError) else EXIT_FAILED
+
+
+def _passwords(args: argparse.Namespace | None) -> list[str]:
+    """Passwords in the URLs this run was given, so an unexpected message can be scrubbed."""
+    from psycopg import conninfo
+
+    urls = [os.environ.get("SOURCE_DATABASE_URL"), os.environ.get("TARGET_DATABASE_URL")]
+    if args is not None:
+        urls += [getattr(args, "source", None), getattr(args, "target", None)]
+    found = []
+    for url in urls:
+        with contextlib.suppress(Exception):
+            if url and (password := conninfo.conninfo_to_dict(url).get("password")):
+                found.append(str(password))
+    return found
+
+
+def _describe(exc: BaseException, args: argparse.Namespace | None) -> str:
+    """The one-line cause of `exc`, in the command line's words and without a password."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted; run the same command again to resume"
+    if isinstance(exc, MigrationError | UsageError):
+        message = words(str(exc))
+    else:
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="qckstrt-migrate-", suffix=".traceback", delete=False
+        ) as log:
+            traceback.print_exception(exc, file=log)
+        first = " ".join(str(exc).split())[:300]
+        message = f"internal error ({type(exc).__name__}: {first}); traceback in {log.name}"
+    for password in _passwords(args):
+        message = message.replace(password, "***")
+    return " ".join(message.split())
+
+
+def _error_object(exc: BaseException, code: int, message: str) -> dict[str, Any]:
+    return {
+        "code": code,
+        "kind": "Interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__,
+        "setting": getattr(exc, "setting", None),
+        "message": message,
+    }
+
+
+def _finish(
+    command: str,
+    as_json: bool,
+    report: dict[str, Any] | None,
+    failure: BaseException | None,
+    args: argparse.Namespace | None,
+    rep: RichReporter | None,
+) -> int:
+    """Print the report (and the error, if any); return the exit status."""
+    code = EXIT_OK if failure is None else exit_code(failure)
+    message = "" if failure is None else _describe(failure, args)
+    if as_json and failure is not None:
+        out = {**(report or {}), "ok": False, "error": _error_object(failure, code, message)}
+        print(json.dumps(out, indent=2, default=str))
+    elif as_json and report is not None:
+        print(json.dumps(report, indent=2, default=str))
+    elif report is not None and rep is not None:
+        _render(command, report, rep)
+    if failure is not None:
+        print(f"qckstrt-migrate {command}: error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `qckstrt-migrate`; returns the exit status."""
+    """Entry point of `qckstrt-migrate`; returns the exit status (`EXIT_CODES`)."""
     # platformdirs (imported by the embedded server's package) warns about a desktop setting
     # that means nothing here; the warning would be the first line a newcomer sees.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=UserWarning)
     # The model's own download/loading bars would interleave with ours on stderr.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    rep = RichReporter()
-    _, _, handler = SUBCOMMANDS[args.command]
-    report: dict[str, Any] | None = None
-    code = 0
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        command = next((a for a in argv if a in SUBCOMMANDS), "")
+        return _finish(command or "usage", "--json" in argv, None, exc, None, None)
+    _, handler = SUBCOMMANDS[args.command]
+    rep = RichReporter()
+    report: dict[str, Any] | None = None
+    failure: BaseException | None = None
+    try:
+        if args.command != "demo":
+            _resolve(args, args.command)
         report = handler(args, rep)
-    except VerificationFailed as exc:
-        report = exc.report
-        code = 1
-        message = str(exc)
-    except MigrationError as exc:
-        code = 2
-        message = str(exc)
-        report = getattr(exc, "report", None)  # `run` keeps the steps done so far
-    except KeyboardInterrupt:
-        code = 130
-        message = "interrupted; run the same command again to resume"
+    except (Exception, KeyboardInterrupt) as exc:
+        failure = exc
+        report = getattr(exc, "report", None)  # `run` and verify keep what they found
     finally:
         rep.close()
-    if report is not None:
-        if args.json:
-            print(json.dumps(report, indent=2, default=str))
-        else:
-            _render(args.command, report, rep)
-    if code:
-        print(f"qckstrt-migrate {args.command}: error: {message}", file=sys.stderr)
-    return code
+    return _finish(args.command, args.json, report, failure, args, rep)
 
 
 if __name__ == "__main__":  # pragma: no cover

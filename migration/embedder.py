@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migration.errors import ConfigError, PreflightError
+from migration.options import check
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-DEVICES = ("cpu", "cuda", "auto")
 #: Texts per forward pass when none is asked for. On CPU small passes win: 16 QCKSTRT-like
 #: chunks (170-230 tokens) per pass ran 12-18% faster than 64 and about 65% faster than 128 on
 #: the 2-core development machine, and the re-index reached its ceiling only at 16 (see
@@ -69,18 +69,38 @@ class ModelSpec:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` picks CUDA when torch sees a GPU; an unavailable ``cuda`` is a clear error."""
-    if device not in DEVICES:
-        raise ConfigError(f"device {device!r} is not one of {', '.join(DEVICES)}")
+    """The torch device for `device`: ``auto`` picks a GPU when torch sees one, else the CPU.
+
+    The form is judged by the setting's one declaration (``migration.options``), as the CLI,
+    the providers' ``check`` and the stack settings judge it, so a value that passes a preview
+    is accepted here; only the hardware can still be missing.
+
+    :raises ConfigError: not a device torch accepts (cpu, cuda, cuda:N, mps, auto).
+    :raises PreflightError: the device asked for is not on this machine.
+    """
+    if (found := check("device", device)) is not None:
+        raise ConfigError(str(found), setting="device")
     if device == "cpu":
         return device
     import torch
 
-    if torch.cuda.is_available():
+    if device == "mps" or (device == "auto" and not torch.cuda.is_available()):
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        if device == "mps":
+            raise PreflightError("`device` mps was asked for but torch sees no MPS: use cpu")
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise PreflightError(f"`device` {device} was asked for but torch sees no GPU: use cpu")
+    if device == "auto":
         return "cuda"
-    if device == "cuda":
-        raise PreflightError("device cuda was asked for but torch sees no GPU: use --device cpu")
-    return "cpu"
+    number = int(device.partition(":")[2] or 0)
+    if number >= torch.cuda.device_count():
+        raise PreflightError(
+            f"`device` {device}: torch sees {torch.cuda.device_count()} GPU(s), numbered from 0"
+        )
+    return device
 
 
 class Embedder:
@@ -101,7 +121,7 @@ class Embedder:
                 "(check the name, or give a local path; offline hosts need HF_HUB_OFFLINE=1 "
                 "and a cached or local copy)"
             ) from exc
-        if self.device == "cuda":
+        if self.device.startswith("cuda"):
             # Half precision doubles GPU throughput; cosine ranking is unaffected at this scale.
             self._model.half()
         # sentence-transformers 6 renamed the method; keep working with both names.
@@ -118,7 +138,7 @@ class Embedder:
     @property
     def default_batch_size(self) -> int:
         """Texts per forward pass suited to this device (`DEFAULT_BATCH_SIZE`)."""
-        return DEFAULT_BATCH_SIZE.get(self.device, 32)
+        return DEFAULT_BATCH_SIZE.get(self.device.partition(":")[0], 32)
 
     def encode(self, texts: list[str], batch_size: int = 0) -> npt.NDArray[np.float32]:
         """Embed ``texts`` in one call (the model sorts by length inside it, so a call of many

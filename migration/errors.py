@@ -8,7 +8,17 @@ from __future__ import annotations
 
 
 class MigrationError(Exception):
-    """Base class of every error the data engine raises on purpose."""
+    """Base class of every error the data engine raises on purpose.
+
+    Messages name settings neutrally, in backticks (```on_existing```); each skin rewrites them
+    in its own words (``migration.options.render``).
+
+    :param setting: the setting at fault, when one is (its neutral name), for ``--json``.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class ConfigError(MigrationError):
@@ -58,5 +68,5 @@ class VerificationFailed(MigrationError):
     """
 
     def __init__(self, message: str, report: dict[str, object] | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, setting=None)
         self.report = report

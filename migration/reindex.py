@@ -29,7 +29,8 @@ from migration.connection import Conn, Endpoint, watch_client
 from migration.embedder import Embedder, ModelSpec
 from migration.errors import ConfigError, MigrationError, PreflightError
 from migration.lock import LOCK_GRACE_SECONDS, target_lock
-from migration.models import DEFAULT_MODEL, known_dimensions
+from migration.models import known_dimensions
+from migration.options import option, validate
 from migration.progress import NullReporter, Reporter, format_duration
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 STATE_SCHEMA = "qckstrt_migrate"
 STATE_TABLE = "embedding_state"
-DEFAULT_TABLE = "qckstrt_embeddings_vectors"
 #: Above this share of rows to re-embed, the vector index is dropped first and rebuilt after:
 #: updating rows under an HNSW index costs a graph insertion each.
 BULK_SHARE = 0.2
@@ -64,47 +64,32 @@ class ReindexSettings:
         `LOCK_GRACE_SECONDS`, so a re-run straight after a killed run is not refused.
     """
 
-    model: str = DEFAULT_MODEL
-    expected_dimensions: int | None = 384
-    schema: str = "public"
-    table: str = DEFAULT_TABLE
+    model: str = option("model")
+    expected_dimensions: int | None = option("dimensions")
+    schema: str = option("table_schema")
+    table: str = option("vector_table")
     id_column: str = "id"
-    text_column: str = "content"
-    vector_column: str = "embedding"
-    batch_size: int = 128
+    text_column: str = option("text_column")
+    vector_column: str = option("vector_column")
+    batch_size: int = option("batch_size")
     encode_batch_size: int = 0
-    device: str = "cpu"
-    allow_dimension_change: bool = False
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 64
-    index_name: str = ""
+    device: str = option("device")
+    allow_dimension_change: bool = option("allow_dimension_change")
+    hnsw_m: int = option("hnsw_m")
+    hnsw_ef_construction: int = option("hnsw_ef_construction")
+    index_name: str = option("index_name")
     maintenance_work_mem: str = "1GB"
     parallel_workers: int = 4
-    lock_wait_seconds: float = 0.0
+    lock_wait_seconds: float = option("lock_wait_seconds")
 
     def __post_init__(self) -> None:
-        for name in ("schema", "table", "id_column", "text_column", "vector_column"):
-            value = getattr(self, name)
-            if not value or len(value) > 63 or "\x00" in value:
-                raise ConfigError(f"{name.replace('_', ' ')} {value!r} is not a valid identifier")
-        if self.index_name and len(self.index_name) > 63:
-            raise ConfigError(f"index name {self.index_name!r} is longer than 63 characters")
-        if not 1 <= self.batch_size <= 10_000:
-            raise ConfigError(f"batch size {self.batch_size} is outside 1..10000")
+        # The declared settings are judged as the CLI, the providers and the stack judge them
+        # (migration.options); the rest are this library's own knobs.
+        validate(self)
+        if not self.id_column or len(self.id_column) > 63 or "\x00" in self.id_column:
+            raise ConfigError(f"id column {self.id_column!r} is not a valid identifier")
         if not 0 <= self.encode_batch_size <= 10_000:
             raise ConfigError(f"encode batch size {self.encode_batch_size} is outside 0..10000")
-        if not 2 <= self.hnsw_m <= 100:
-            raise ConfigError(f"hnsw m {self.hnsw_m} is outside 2..100 (pgvector's range)")
-        if (
-            not 4 <= self.hnsw_ef_construction <= 1000
-            or self.hnsw_ef_construction < 2 * self.hnsw_m
-        ):
-            raise ConfigError(
-                f"hnsw ef_construction {self.hnsw_ef_construction} must be in 4..1000 and at "
-                f"least 2 x m ({2 * self.hnsw_m})"
-            )
-        if self.expected_dimensions is not None and not 1 <= self.expected_dimensions <= 16000:
-            raise ConfigError(f"dimensions {self.expected_dimensions} is outside 1..16000")
         if not 0 <= self.parallel_workers <= 64:
             raise ConfigError(f"parallel workers {self.parallel_workers} is outside 0..64")
 
@@ -195,7 +180,7 @@ def _vector_column(conn: Conn, s: ReindexSettings) -> _Column:
     if row is None:
         raise PreflightError(
             f"table {s.schema}.{s.table} does not exist on the target: run the import first, "
-            "or name the vector table with --table/--schema"
+            "or name the vector table with `vector_table` and `table_schema`"
         )
     oid = row[0]
     columns = {
@@ -226,8 +211,8 @@ def _check_dimensions(s: ReindexSettings, column: _Column, model_dims: int | Non
     table_dims = column.dimensions
     where = f"{s.table}.{s.vector_column} is vector({table_dims})"
     why = (
-        "The embedding model, VECTOR_DB_DIMENSIONS (vectorDimensions) and the vector column must "
-        "all agree, or similarity search fails"
+        "The embedding model, the app's VECTOR_DB_DIMENSIONS (`dimensions`) and the vector "
+        "column must all agree, or similarity search fails"
     )
     if (
         s.expected_dimensions is not None
@@ -235,8 +220,9 @@ def _check_dimensions(s: ReindexSettings, column: _Column, model_dims: int | Non
         and not s.allow_dimension_change
     ):
         raise PreflightError(
-            f"{where} but vectorDimensions is {s.expected_dimensions}. {why}. Fix: set "
-            f"vectorDimensions to {table_dims}, or re-run with --allow-dimension-change to "
+            f"{where} but dimensions {s.expected_dimensions} are expected (`dimensions`). {why}. "
+            "Fix: set "
+            f"`dimensions` to {table_dims}, or re-run with `allow_dimension_change` to "
             "rewrite the column and re-embed every row"
         )
     if model_dims is None:
@@ -244,14 +230,14 @@ def _check_dimensions(s: ReindexSettings, column: _Column, model_dims: int | Non
     if s.expected_dimensions is not None and model_dims != s.expected_dimensions:
         raise PreflightError(
             f"dimensions {s.expected_dimensions} does not match model {s.model} ({model_dims}). "
-            f"{why}. Fix: set vectorDimensions to {model_dims}, or choose a model with "
+            f"{why}. Fix: set `dimensions` to {model_dims}, or choose a `model` with "
             f"{s.expected_dimensions} dimensions"
         )
     if table_dims is not None and model_dims != table_dims and not s.allow_dimension_change:
         raise PreflightError(
             f"model {s.model} outputs {model_dims} dimensions but {where}. {why}. Fix: use a "
             f"{table_dims}-dimension model (e.g. all-MiniLM-L6-v2 for 384), or re-run with "
-            "--allow-dimension-change to rewrite the column and re-embed every row"
+            "`allow_dimension_change` to rewrite the column and re-embed every row"
         )
 
 
@@ -561,7 +547,7 @@ def _build_index(
     elif _relation_exists(conn, s.schema, name):
         raise PreflightError(
             f"a relation named {name} already exists in schema {s.schema} and is not an index on "
-            f"{s.table}.{s.vector_column}: choose another --index-name"
+            f"{s.table}.{s.vector_column}: rename or drop it, or choose another `index_name`"
         )
     building = f"{name[:55]}_build" if name in existing else name
     if building != name:

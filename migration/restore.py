@@ -86,11 +86,13 @@ def _newest_local(path: Path) -> tuple[Path, Path]:
     if path.is_file():
         return path, path.parent / MANIFEST
     if not path.is_dir():
-        raise ConfigError(f"--from {path}: no such file or directory")
+        raise ConfigError(f"`restore_from` {path}: no such file or directory")
     # Each import writes <location>/<UTC timestamp>/source.dump: the largest path is the newest.
     dumps = sorted(path.glob(f"**/{DUMP}"), key=lambda p: str(p.parent))
     if not dumps:
-        raise ConfigError(f"--from {path}: no {DUMP} inside (is it the import's --backup folder?)")
+        raise ConfigError(
+            f"`restore_from` {path}: no {DUMP} inside (is it the import's `backup` folder?)"
+        )
     return dumps[-1], dumps[-1].parent / MANIFEST
 
 
@@ -104,7 +106,7 @@ def locate(location: str, workdir: Path, s3_client: Any | None = None) -> Backup
     if location.startswith("s3://"):
         return _locate_s3(location, workdir, s3_client)
     if "://" in location:
-        raise ConfigError(f"--from {location!r}: use s3://bucket/key or a directory")
+        raise ConfigError(f"`restore_from` {location!r}: use s3://bucket/key or a directory")
     dump, manifest = _newest_local(Path(location))
     doc = json.loads(manifest.read_text()) if manifest.exists() else None
     return Backup(str(dump), dump, doc)
@@ -119,7 +121,7 @@ def _locate_s3(location: str, workdir: Path, client: Any | None) -> Backup:
         client = boto3.client("s3")
     bucket, _, key = location[5:].partition("/")
     if not bucket:
-        raise ConfigError(f"--from {location!r} names no bucket")
+        raise ConfigError(f"`restore_from` {location!r} names no bucket")
     try:
         if not key.endswith(".dump"):
             pages = client.get_paginator("list_objects_v2").paginate(
@@ -132,7 +134,7 @@ def _locate_s3(location: str, workdir: Path, client: Any | None) -> Backup:
                 if o["Key"].endswith("/" + DUMP) or o["Key"] == DUMP
             )
             if not keys:
-                raise ConfigError(f"--from {location}: no {DUMP} under that prefix")
+                raise ConfigError(f"`restore_from` {location}: no {DUMP} under that prefix")
             key = keys[-1]
         dump = workdir / DUMP
         client.download_file(bucket, key, str(dump))
@@ -145,11 +147,12 @@ def _locate_s3(location: str, workdir: Path, client: Any | None) -> Backup:
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
         raise ConfigError(
-            f"--from s3://{bucket}/{key}: cannot read it ({code}); check the bucket, the key and "
+            f"`restore_from` s3://{bucket}/{key}: cannot read it ({code}); check the bucket, "
+            "the key and "
             "s3:GetObject/ListBucket (and kms:Decrypt) rights"
         ) from None
     except BotoCoreError as exc:
-        raise ConfigError(f"--from {location}: cannot reach S3 ({exc})") from None
+        raise ConfigError(f"`restore_from` {location}: cannot reach S3 ({exc})") from None
     return Backup(f"s3://{bucket}/{key}", dump, doc)
 
 
@@ -243,9 +246,13 @@ def restore(
     """
     rep = reporter or NullReporter()
     if on_existing not in ("fail", "replace"):
-        raise ConfigError(f"on_existing must be fail or replace, not {on_existing!r}")
+        raise ConfigError(
+            f"`on_existing` {on_existing!r} is not fail or replace", setting="on_existing"
+        )
     if on_existing == "replace" and not backup:
-        raise ConfigError("--on-existing replace needs --backup to keep the target's tables")
+        raise ConfigError(
+            "`on_existing` replace needs `backup` to keep the target's tables", setting="backup"
+        )
     where = BackupLocation(backup) if backup else None  # validates the form before any work
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="qckstrt-restore-") as tmp:
@@ -289,7 +296,7 @@ def _restore(
     if existing and not replace:
         raise TargetNotEmpty(
             f"the target already holds {', '.join(existing)}: nothing was changed; restore into "
-            "an empty database, or use --on-existing replace --backup LOCATION to keep them "
+            "an empty database, or use `on_existing` replace with a `backup` location to keep them "
             "there and replace them"
         )
     vector_schema = ((found.manifest or {}).get("extensions") or {}).get("vector")
@@ -300,8 +307,8 @@ def _restore(
         ).fetchone()
         if row is None or row[0] != vector_schema:
             raise PreflightError(
-                f"the target has no vector extension in schema {vector_schema}: run "
-                "`qckstrt-migrate extension --target ...` first"
+                f"the target has no vector extension in schema {vector_schema}: run step 1 "
+                "(pgvector) on the target first"
             )
     if existing:
         assert where is not None  # `restore` refuses replace without a backup location

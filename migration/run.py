@@ -20,6 +20,7 @@ from typing import Any
 from migration.connection import Endpoint
 from migration.errors import MigrationError, VerificationFailed
 from migration.lock import target_lock
+from migration.options import option, validate
 from migration.progress import NullReporter, Reporter
 from migration.reindex import ReindexSettings
 from migration.roles import PasswordStore
@@ -30,25 +31,33 @@ STEPS = ("pgvector", "import", "re-index", "verify")
 class RunFailed(MigrationError):
     """A step failed; `report` holds the steps so far (JSON-able)."""
 
-    def __init__(self, message: str, report: dict[str, Any]) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, report: dict[str, Any], setting: str | None = None) -> None:
+        super().__init__(message, setting=setting)
         self.report = report
 
 
 @dataclass
 class RunOptions:
-    """Settings of the four steps (the CLI's flags; the same defaults as each step's own)."""
+    """Settings of the four steps; defaults and validation from ``migration.options``.
 
-    schemas: list[str] = field(default_factory=lambda: ["public"])
-    jobs: int = 2
-    backup: str | None = None
-    on_existing: str = "fail"
-    retries: int = 3
-    vector_schema: str | None = None
+    `vector_schema` is the schema of the `vector` extension (step 1); the vector table's schema
+    and name are the re-index's (`reindex.schema`, `reindex.table`), which the check uses too.
+    """
+
+    schemas: list[str] = option("schemas")
+    jobs: int = option("jobs")
+    backup: str | None = option("backup")
+    on_existing: str = option("on_existing")
+    retries: int = option("retries")
+    pg_dump: str | None = option("pg_dump")
+    vector_schema: str | None = option("vector_schema")
     reindex: ReindexSettings = field(default_factory=ReindexSettings)
-    lock_wait_seconds: float = 0.0
+    lock_wait_seconds: float = option("lock_wait_seconds")
     #: Where the auth step keeps the service roles' passwords; None: no auth step.
     auth_store: PasswordStore | None = None
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     def steps(self) -> tuple[str, ...]:
         """The steps this run takes, in order (auth, after the import, only when asked for)."""
@@ -101,6 +110,7 @@ def _import(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
         backup=o.backup,
         on_existing=o.on_existing,  # type: ignore[arg-type]
         retries=o.retries,
+        pg_dump=o.pg_dump,
     )
     return import_database(source, target, options, rep)
 
@@ -109,7 +119,7 @@ def _auth(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> A
     from migration.auth import AuthOptions, carry_auth
 
     assert o.auth_store is not None
-    options = AuthOptions(app_schemas=o.schemas, jobs=o.jobs, retries=o.retries)
+    options = AuthOptions(app_schemas=o.schemas, jobs=o.jobs, pg_dump=o.pg_dump, retries=o.retries)
     return carry_auth(source, target, o.auth_store, options, rep)
 
 
@@ -122,7 +132,7 @@ def _reindex(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -
 def _verify(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
     from migration.verify import verify
 
-    return verify(source, target, o.schemas, reporter=rep)
+    return verify(source, target, o.schemas, vector_table=o.reindex.table, reporter=rep)
 
 
 def _summary(name: str, r: dict[str, Any]) -> str:
@@ -202,6 +212,7 @@ def run_all(
                 raise RunFailed(
                     f"step {step.number}/{len(names)} ({step.name}) failed: {exc}",
                     report.as_dict(),
+                    setting=exc.setting,
                 ) from exc
             step.status, step.seconds = "done", round(time.monotonic() - t0, 3)
             step.report = result

@@ -55,6 +55,7 @@ from migration.errors import (
 )
 from migration.extension import read_source_layout
 from migration.lock import target_lock
+from migration.options import option, validate
 from migration.pgtools import (
     PgTools,
     SqlItem,
@@ -106,26 +107,19 @@ class ImportOptions:
         other schemas after the application's (the auth step) keeps its own.
     """
 
-    schemas: list[str] = field(default_factory=lambda: ["public"])
-    jobs: int = 2
-    backup: str | None = None
-    on_existing: OnExisting = "fail"
-    restart: bool = False
-    dry_run: bool = False
-    pg_dump: str | None = None
-    lock_wait_seconds: float = 0.0
-    retries: int = 3
+    schemas: list[str] = option("schemas")
+    jobs: int = option("jobs")
+    backup: str | None = option("backup")
+    on_existing: OnExisting = option("on_existing")
+    restart: bool = option("restart")
+    dry_run: bool = option("dry_run")
+    pg_dump: str | None = option("pg_dump")
+    lock_wait_seconds: float = option("lock_wait_seconds")
+    retries: int = option("retries")
     state_schema: str = state.SCHEMA
 
     def __post_init__(self) -> None:
-        if self.retries < 0:
-            raise ConfigError(f"retries must be 0 or more, not {self.retries}")
-        if self.jobs < 1:
-            raise ConfigError(f"jobs must be at least 1, not {self.jobs}")
-        if self.on_existing not in ("fail", "replace"):
-            raise ConfigError(f"on_existing must be fail or replace, not {self.on_existing!r}")
-        if not self.schemas:
-            raise ConfigError("no application schema given")
+        validate(self)  # one judgement per setting, the same as the CLI's and the providers'
         if self.backup:
             BackupLocation(self.backup)  # validates the form now, before any connection
 
@@ -658,14 +652,14 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
         if missing:
             raise UnknownSchema(
                 f"schema {', '.join(repr(s) for s in missing)} does not exist on the source "
-                f"{source.masked}: check --schemas"
+                f"{source.masked}: check `schemas`"
             )
         refuse_same_database(snap, tconn)
         tables = _tables(snap, schemas)
         if not tables:
             raise PreflightError(
                 f"the source {source.masked} has no tables in schema(s) {', '.join(schemas)}: "
-                "check the source URL (database name) and --schemas; nothing was changed"
+                "check the source URL (database name) and `schemas`; nothing was changed"
             )
         tools = find_pg_tools(server_major(snap), opts.pg_dump)
         rep.info(f"pg_dump {tools.version} ({tools.pg_dump})")
@@ -693,7 +687,7 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
             if changed:
                 raise SettingsChanged(
                     f"the target holds an import with different settings ({', '.join(changed)}): "
-                    "run with --restart to discard it, or use the earlier settings"
+                    "run with `restart` to discard it, or use the earlier settings"
                 )
             report.resumed = True
             report.already_complete = run.complete
@@ -704,10 +698,13 @@ def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Report
         if existing and opts.on_existing == "fail":
             raise TargetNotEmpty(
                 f"the target already holds {', '.join(existing)}: nothing was changed; use "
-                "--on-existing replace to back them up and replace them"
+                "`on_existing` replace to back them up and replace them"
             )
         if existing and opts.backup is None:
-            raise ConfigError("--on-existing replace needs --backup to keep the target's tables")
+            raise ConfigError(
+                "`on_existing` replace needs `backup` to keep the target's tables",
+                setting="backup",
+            )
         if layout.extensions.get("vector"):
             vrow = tconn.execute(
                 "SELECT n.nspname FROM pg_extension e "

@@ -96,6 +96,7 @@ def verify(
     schemas: list[str] | None = None,
     *,
     left_out_columns: dict[str, tuple[str, ...]] | None = None,
+    vector_table: str = VECTOR_TABLE,
     reporter: Reporter | None = None,
 ) -> VerifyReport:
     """Compare every application table of `source` with `target`.
@@ -103,6 +104,7 @@ def verify(
     :param schemas: application schemas (default ``public``).
     :param left_out_columns: table -> columns kept out of the checksum (default: the vector
         table's `embedding`).
+    :param vector_table: the table the re-index rewrites (the stack's ``vectorTable``).
     :param reporter: receives one line per table.
     :returns: the report (``ok`` True).
     :raises VerificationFailed: any mismatch, a missing table, or an incomplete import; the
@@ -110,7 +112,7 @@ def verify(
     """
     rep = reporter or NullReporter()
     schemas = schemas or ["public"]
-    skip = DEFAULT_LEFT_OUT if left_out_columns is None else left_out_columns
+    skip = {vector_table: ("embedding",)} if left_out_columns is None else left_out_columns
     with source.connect(autocommit=True) as sconn, target.connect(autocommit=True) as tconn:
         refuse_same_database(sconn, tconn)
         run = state.read(tconn)
@@ -165,9 +167,9 @@ def verify(
                     report.mismatches.append(label)
                 rep.advance("verify", 1)
         rep.finish("verify", f"verified {len(tables)} tables")
-        if any(t == VECTOR_TABLE for _, t, _ in tables) and report.mismatches == []:
-            vector_schema = next(s for s, t, _ in tables if t == VECTOR_TABLE)
-            report.similarity = similarity_sample(tconn, vector_schema)
+        if any(t == vector_table for _, t, _ in tables) and report.mismatches == []:
+            vector_schema = next(s for s, t, _ in tables if t == vector_table)
+            report.similarity = similarity_sample(tconn, vector_schema, table=vector_table)
             failed = [c for c in report.similarity if not c["ok"]]
             for check in failed:
                 report.mismatches.append(
@@ -187,7 +189,9 @@ def verify(
     return report
 
 
-def similarity_sample(conn: Conn, schema: str, size: int = 5) -> list[dict[str, Any]]:
+def similarity_sample(
+    conn: Conn, schema: str, size: int = 5, table: str = VECTOR_TABLE
+) -> list[dict[str, Any]]:
     """Search for a few chunks by their own vector, the way the app searches (cosine, `<=>`).
 
     Counts and checksums leave the embedding out (the re-index rewrites it), so this is the
@@ -195,7 +199,7 @@ def similarity_sample(conn: Conn, schema: str, size: int = 5) -> list[dict[str, 
     first, at distance 0 (an identical vector of a duplicate text counts too). ``ef_search`` is
     raised for the check so that the approximate index does not miss by chance.
     """
-    table = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(VECTOR_TABLE))
+    qualified = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
     checks: list[dict[str, Any]] = []
     with conn.transaction():
         with contextlib.suppress(errors.UndefinedObject), conn.transaction():
@@ -203,7 +207,7 @@ def similarity_sample(conn: Conn, schema: str, size: int = 5) -> list[dict[str, 
         sample = conn.execute(
             sql.SQL(
                 "SELECT id FROM {} WHERE embedding IS NOT NULL ORDER BY md5(id::text) LIMIT %s"
-            ).format(table),
+            ).format(qualified),
             (size,),
         ).fetchall()
         for (chunk_id,) in sample:
@@ -212,7 +216,7 @@ def similarity_sample(conn: Conn, schema: str, size: int = 5) -> list[dict[str, 
                     "WITH q AS (SELECT embedding AS v FROM {t} WHERE id = %s) "
                     "SELECT id, embedding <=> (SELECT v FROM q) FROM {t} "
                     "ORDER BY embedding <=> (SELECT v FROM q) LIMIT 1"
-                ).format(t=table),
+                ).format(t=qualified),
                 (chunk_id,),
             ).fetchone()
             nearest, distance = (str(row[0]), float(row[1])) if row else ("nothing", 1.0)

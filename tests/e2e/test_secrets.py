@@ -68,7 +68,7 @@ def test_cli_output_holds_no_secret(
     # A failure's message is scanned too: the right user with a wrong password.
     wrong = deployment.target_url.replace(deployment.aws.master_password, "x" + SOURCE_PASSWORD)
     monkeypatch.setenv("TARGET_DATABASE_URL", wrong)
-    assert main(["verify", *(["--json"] if as_json else [])]) == 2
+    assert main(["verify", *(["--json"] if as_json else [])]) == 3
     out = capsys.readouterr()
     assert "password" in out.err
     for secret in (*_secrets(deployment), "x" + SOURCE_PASSWORD):

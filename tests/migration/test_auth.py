@@ -334,8 +334,8 @@ def test_auth_step_provider_checks_runs_and_keeps_passwords_out_of_its_outputs(
         "password_secret_arns.supabase_auth_admin",
         "password_secret_arns.supabase_storage_admin",
     ]
-    wrong = provider.check({}, {**news, "app_schemas": ["public", "auth"]})
-    assert [f.property for f in wrong.failures] == ["app_schemas"]
+    wrong = provider.check({}, {**news, "schemas": ["public", "auth"]})
+    assert [f.property for f in wrong.failures] == ["schemas"]
     checked = provider.check({}, news)
     assert checked.failures == [] and checked.inputs is not None
 

@@ -50,7 +50,7 @@ def test_errors_are_one_line_without_password(
     assert main(["extension"]) == 2
     assert "TARGET_DATABASE_URL" in capsys.readouterr().err
     bad = servers.target_url(name, password="Very-Secret-9")
-    assert main(["verify", "--source", source_url, "--target", bad]) == 2
+    assert main(["verify", "--source", source_url, "--target", bad]) == 3  # a failed step
     err = capsys.readouterr().err
     assert "Very-Secret-9" not in err
     lines = [line for line in err.splitlines() if "error:" in line]

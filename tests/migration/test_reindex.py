@@ -129,7 +129,8 @@ def test_wrong_dimension_table_fails_before_any_write(servers: Servers) -> None:
     _, url = servers.target_db()
     _create_table(url, dims=768)
     before = _vectors(url)
-    with pytest.raises(PreflightError, match=r"vector\(768\).*vectorDimensions is 384"):
+    expected = r"vector\(768\).*dimensions 384 are expected \(`dimensions`\)"
+    with pytest.raises(PreflightError, match=expected):
         reindex(Endpoint(url, "target"), _settings())
     after = _vectors(url)
     assert before.keys() == after.keys()
@@ -166,7 +167,7 @@ def test_cli_reindex_reports_json_and_refuses_bad_dimensions(
     assert f"{len(TEXTS)} rows seen, {len(TEXTS)} embedded, 0 skipped" in captured.err
     assert servers.master_password not in captured.out + captured.err
 
-    assert main(["reindex", "--model", MODEL, "--dimensions", "768"]) == 2
+    assert main(["reindex", "--model", MODEL, "--dimensions", "768"]) == 3
     err = capsys.readouterr().err
     assert "vectorDimensions is 768" in err or "dimensions 768" in err
     assert servers.master_password not in err

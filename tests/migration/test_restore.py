@@ -116,13 +116,13 @@ def test_a_target_holding_the_tables_is_refused_and_left_alone(
     tgt = _empty_target(servers, src)
     with psycopg.connect(tgt.url, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.users (id int); INSERT INTO public.users VALUES (1)")
-    assert main(["restore", "--from", str(backups), "--target", tgt.url]) == 2
+    assert main(["restore", "--from", str(backups), "--target", tgt.url]) == 3
     err = capsys.readouterr().err
     assert "already holds public.users" in err and "nothing was changed" in err
     assert _tables(tgt.url) == {"users"}
     # A backup location alone (QCKSTRT_BACKUP set in the shell, say) never means replace.
     args = ["restore", "--from", str(backups), "--target", tgt.url]
-    assert main([*args, "--backup", str(tmp_path / "kept")]) == 2
+    assert main([*args, "--backup", str(tmp_path / "kept")]) == 3
     assert "already holds public.users" in capsys.readouterr().err
     assert _tables(tgt.url) == {"users"} and not (tmp_path / "kept").exists()
     assert (
@@ -166,7 +166,7 @@ def test_replace_rolls_a_botched_import_back_in_one_transaction(
         # Something outside the backup that depends on a table it would replace.
         conn.execute("CREATE VIEW public.user_ids AS SELECT id FROM public.users")
     args = ["restore", "--from", str(backups), "--target", tgt.url, "--on-existing", "replace"]
-    assert main([*args, "--backup", str(tmp_path / "first")]) == 2
+    assert main([*args, "--backup", str(tmp_path / "first")]) == 3
     err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(err) == 1 and "user_ids" in err[0] and "Nothing was changed" in err[0]
     assert _rows(tgt.url, "audit_logs") == 0 and _rows(tgt.url, "user_ids") > 0

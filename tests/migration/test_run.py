@@ -39,10 +39,14 @@ def test_run_does_the_four_steps_then_a_rerun_does_nothing(
     _, target = servers.target_db()
     monkeypatch.setenv("SOURCE_DATABASE_URL", small_source)
     monkeypatch.setenv("TARGET_DATABASE_URL", target)
+    # Supabase keeps `vector` in schema extensions and the app's table in public: the
+    # extension's schema must not move the table's (issue 14, defect 2).
+    monkeypatch.setenv("QCKSTRT_VECTOR_SCHEMA", "extensions")
     args = ["run", "--model", MODEL, "--backup", str(tmp_path), "--batch-size", "16"]
     assert main([*args, "--json"]) == 0
     out = capsys.readouterr()
     report = json.loads(out.out)
+    assert report["steps"][0]["report"]["vector_schema"] == "extensions"
     assert [(s["number"], s["name"], s["status"]) for s in report["steps"]] == [
         (1, "pgvector", "done"),
         (2, "import", "done"),
@@ -84,7 +88,7 @@ def test_a_failing_step_is_named_and_later_steps_do_not_run(
             ).fetchone()
     finally:
         server.stop()
-    assert code == 2
+    assert code == 3  # a step failed at run time (2 is kept for usage and settings errors)
     assert [s["status"] for s in report["steps"]] == ["failed", "not run", "not run", "not run"]
     assert "step 1/4 (pgvector) failed: pgvector is not available" in out.err
     assert tables == (0,)
@@ -102,7 +106,7 @@ def test_a_later_failure_keeps_earlier_steps_and_the_rerun_resumes(
     monkeypatch.setenv("TARGET_DATABASE_URL", target)
     args = ["run", "--model", MODEL, "--backup", str(tmp_path), "--json"]
 
-    assert main([*args, "--dimensions", "768"]) == 2
+    assert main([*args, "--dimensions", "768"]) == 3
     out = capsys.readouterr()
     report = json.loads(out.out)
     assert [s["status"] for s in report["steps"]] == ["done", "done", "failed", "not run"]
