@@ -198,8 +198,7 @@ SETTINGS: tuple[Setting, ...] = (
         "schemas",
         "array",
         ["public"],
-        "Application schemas the import copies and the check compares (the auth step puts "
-        "back their objects that use schema auth).",
+        "Application schemas the import copies and the check compares.",
         commands=("run", "import", "verify", "auth"),
         flag="--schemas",
         env="QCKSTRT_SCHEMAS",
