@@ -550,6 +550,23 @@ class MigrationCheckProvider(_StepProvider):
         }, True
 
 
+class _ScrubbingStore:
+    """A password store whose values are scrubbed from any message the step raises."""
+
+    def __init__(self, inner: Any, secrets: _Secrets) -> None:
+        self.inner, self.secrets = inner, secrets
+
+    def read(self, role: str) -> str | None:
+        value: str | None = self.inner.read(role)
+        if value:
+            self.secrets.remember(value)
+        return value
+
+    def write(self, role: str, password: str) -> None:
+        self.secrets.remember(password)
+        self.inner.write(role, password)
+
+
 class AuthStepProvider(_StepProvider):
     """The auth step (opt-in): Supabase's roles, schema `auth` and what the app built on it."""
 
@@ -598,8 +615,11 @@ class AuthStepProvider(_StepProvider):
 
         source = _source(props, secrets)
         assert source is not None  # check() requires source_secret_arn
-        store = SecretsManagerStore(
-            {str(k): str(v) for k, v in dict(props.get("password_secret_arns") or {}).items()}
+        store = _ScrubbingStore(
+            SecretsManagerStore(
+                {str(k): str(v) for k, v in dict(props.get("password_secret_arns") or {}).items()}
+            ),
+            secrets,
         )
         opts = library_options(AuthOptions, props, self.STEP_ID)
         report = carry_auth(source, _target(props, secrets), store, opts, reporter)
