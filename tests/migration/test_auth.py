@@ -422,3 +422,48 @@ def test_a_failed_put_back_applies_nothing_of_it_and_a_rerun_finishes(
     report = carry_auth(src, tgt, store)
     assert "policy public.documents documents_own" in report.reapplied
     assert report.owners_changed == 0  # done by the first run, not again
+
+
+def test_a_run_that_stopped_after_copying_auth_resumes_at_the_owners(
+    servers: Servers,
+    auth_source: AuthSource,
+    target: tuple[str, str],
+    secrets_store: tuple[SecretsManagerStore, Any],
+) -> None:
+    from migration.roles import ensure_roles
+    from migration.transfer import ImportOptions
+
+    store, _ = secrets_store
+    _, url = target
+    _, src_url = auth_source.new_db()
+    src, tgt = Endpoint(src_url, "source"), Endpoint(url, "target")
+    setup_extension(tgt, src)
+    import_database(src, tgt)
+    # What a first run had done when it was killed: roles, schema auth copied, nothing after.
+    with psycopg.connect(url, autocommit=True) as conn:
+        ensure_roles(conn, store)
+        conn.execute("CREATE SCHEMA auth AUTHORIZATION supabase_auth_admin")
+    import_database(src, tgt, ImportOptions(schemas=["auth"], state_schema=STATE_SCHEMA))
+    with psycopg.connect(url) as conn:
+        assert _one(conn, "SELECT count(*) FROM auth.users") == 12
+        assert (
+            _one(
+                conn,
+                "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'auth.users'::regclass",
+            )
+            == "rdsmaster"
+        )
+
+    report = carry_auth(src, tgt, store)
+    assert not report.already_complete and report.owners_changed > 0
+    assert report.tables["auth.users"] == 12
+    assert len(report.reapplied) == 4
+    with psycopg.connect(url) as conn:
+        assert (
+            _one(
+                conn,
+                "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'auth.users'::regclass",
+            )
+            == "supabase_auth_admin"
+        )
+        assert _one(conn, "SELECT count(*) FROM auth.refresh_tokens") == 24  # no duplicates
