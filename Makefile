@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: test lint typecheck pytest demo install install-local clean
+.PHONY: test test-fast lint typecheck pytest demo install install-local clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,9 @@ $(VENV)/.torch: | $(BIN)/python
 	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) $(TORCH)
 	touch $@
 
+# `make test` runs the linters and mypy too: the test extra plus the dev tools.
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $@
 
 $(VENV)/.installed-local: pyproject.toml $(VENV)/.torch
@@ -42,6 +43,11 @@ pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The fast tier: pure code (settings declarations and their skins, the CLI's contract, TOC
+# parsing, dump filtering, classification rules, backup sinks), no database, seconds.
+test-fast: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed-local
 	$(BIN)/qckstrt-migrate demo $(DEMO_ARGS)

@@ -3,7 +3,9 @@
 Why a registry of keys: Pulumi.yaml declares each key's type and default, the README documents
 each key, and this module reads them. :data:`KEYS` is the single list all three are checked
 against (``tests/infra/test_settings.py``), so a key cannot be added in one place and forgotten
-in another. Validation happens before any resource is declared, so a bad value fails
+in another. The data steps' keys are not written here: they come from their settings'
+declarations in ``migration.options`` (`_declared`), which also give `MigrationSettings` its
+fields and judge their values (`_validate_declared`), as the CLI and the providers do. Validation happens before any resource is declared, so a bad value fails
 ``pulumi preview`` with the key's name and the fix instead of failing half-way through ``up``.
 """
 

@@ -1,5 +1,7 @@
 """Backups: a stream of bytes to a directory or to S3 (multipart), never fully held locally.
 
+S3 parts grow with the stream (`part_size`), so a backup of any size S3 accepts uploads.
+
 Locations are ``s3://bucket/prefix`` or a directory path; each backup goes under
 ``<location>/<UTC timestamp>/`` so runs never overwrite each other (the stack's bucket is
 versioned and encrypted as well).
@@ -66,8 +68,30 @@ class FileSink:
         self._partial.unlink(missing_ok=True)
 
 
+#: S3's limits: at most 10,000 parts, each 5 MiB (but the last) to 5 GiB, 5 TiB per object.
+MAX_PARTS = 10_000
+MAX_PART_SIZE = 5 * 1024**3
+#: Part sizes double every this many parts: 8 MiB parts for the first 8 GiB, and 10,000 parts
+#: then reach 8 TiB (beyond S3's 5 TiB object limit) with parts of at most 4 GiB.
+PARTS_PER_SIZE = 1000
+
+
+def part_size(number: int) -> int:
+    """The size of part `number` (1-based) of a stream of unknown length.
+
+    Why growing parts: a dump's size is not known when its upload starts, and fixed 8 MiB parts
+    stop at 10,000 x 8 MiB = 80 GiB. Doubling the size every `PARTS_PER_SIZE` parts keeps small
+    backups in small parts (cheap retries, little memory) and lets any object S3 accepts fit.
+    """
+    return min(PART_SIZE << ((number - 1) // PARTS_PER_SIZE), MAX_PART_SIZE)
+
+
 class S3Sink:
-    """An S3 object written by multipart upload, part by part, as the data arrives."""
+    """An S3 object written by multipart upload, part by part, as the data arrives.
+
+    Parts are sized to the stream (`part_size`) and spooled to a temporary file beyond
+    `PART_SIZE`, so memory stays bounded whatever the part size has grown to.
+    """
 
     def __init__(self, bucket: str, key: str, client: Any | None = None) -> None:
         if client is None:
@@ -77,7 +101,7 @@ class S3Sink:
         self._s3 = client
         self.bucket, self.key = bucket, key
         self.uri = f"s3://{bucket}/{key}"
-        self._buffer = bytearray()
+        self._part = tempfile.SpooledTemporaryFile(max_size=PART_SIZE)  # noqa: SIM115
         self._parts: list[dict[str, Any]] = []
         # No ServerSideEncryption here: the bucket's default (SSE-KMS with the stack's key)
         # applies; asking for AES256 would downgrade a whole-database backup to S3's own keys.
@@ -85,24 +109,33 @@ class S3Sink:
 
     def _flush(self) -> None:
         number = len(self._parts) + 1
+        if number > MAX_PARTS:
+            raise BackupFailed(f"{self.uri}: more than {MAX_PARTS} parts (over S3's 5 TiB limit)")
+        self._part.seek(0)
         response = self._s3.upload_part(
             Bucket=self.bucket,
             Key=self.key,
             UploadId=self._upload_id,
             PartNumber=number,
-            Body=bytes(self._buffer),
+            Body=self._part,
         )
         self._parts.append({"ETag": response["ETag"], "PartNumber": number})
-        self._buffer.clear()
+        self._part.seek(0)
+        self._part.truncate()
 
     def write(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) >= PART_SIZE:
-            self._flush()
+        view = memoryview(data)
+        while view:
+            room = part_size(len(self._parts) + 1) - self._part.tell()
+            self._part.write(view[:room])
+            view = view[room:]
+            if self._part.tell() >= part_size(len(self._parts) + 1):
+                self._flush()
 
     def close(self) -> None:
-        if self._buffer or not self._parts:
+        if self._part.tell() or not self._parts:
             self._flush()
+        self._part.close()
         self._s3.complete_multipart_upload(
             Bucket=self.bucket,
             Key=self.key,
@@ -111,6 +144,7 @@ class S3Sink:
         )
 
     def abort(self) -> None:
+        self._part.close()
         self._s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
 
 

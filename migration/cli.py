@@ -9,7 +9,8 @@ subcommand that runs (so ``--help`` works whatever the environment holds). URLs 
 by environment (``SOURCE_DATABASE_URL``/``TARGET_DATABASE_URL``): flags show in process lists.
 Passwords are never printed.
 
-Adding a subcommand: write ``_cmd_<name>(args, reporter) -> dict`` and register it in
+Adding a subcommand: write ``_cmd_<name>(args, reporter)`` returning the library's report and
+register it in
 `SUBCOMMANDS`; declare its settings in ``migration.options`` with the subcommand's name.
 """
 
@@ -34,9 +35,16 @@ from migration.errors import ConfigError, MigrationError, VerificationFailed
 from migration.progress import RichReporter
 
 if TYPE_CHECKING:
+    from migration.demo import DemoReport
     from migration.reindex import ReindexSettings
+    from migration.restore import RestoreReport
+    from migration.run import RunReport
+    from migration.transfer import ImportReport
+    from migration.verify import VerifyReport
 
-Handler = Callable[[argparse.Namespace, RichReporter], dict[str, Any]]
+#: A subcommand returns the library's typed report (a dataclass with ``as_dict``); the table
+#: renderers read its attributes, so a renamed field is caught by mypy, and --json its as_dict.
+Handler = Callable[[argparse.Namespace, RichReporter], Any]
 
 #: Exit statuses: what a script may rely on.
 EXIT_OK = 0
@@ -184,37 +192,34 @@ def _optional_source(args: argparse.Namespace) -> Endpoint | None:
     return None
 
 
-def _cmd_extension(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+def _cmd_extension(args: argparse.Namespace, rep: RichReporter) -> Any:
     from migration.extension import setup_extension
 
-    report = setup_extension(
+    return setup_extension(
         _endpoint(args, "target"),
         _optional_source(args),
         vector_schema=args.vector_schema,
         reporter=rep,
     )
-    return report.as_dict()
 
 
-def _cmd_import(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+def _cmd_import(args: argparse.Namespace, rep: RichReporter) -> Any:
     from migration.transfer import ImportOptions, import_database
 
     opts = _library_options(ImportOptions, args)
-    report = import_database(_endpoint(args, "source"), _endpoint(args, "target"), opts, rep)
-    return report.as_dict()
+    return import_database(_endpoint(args, "source"), _endpoint(args, "target"), opts, rep)
 
 
-def _cmd_verify(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+def _cmd_verify(args: argparse.Namespace, rep: RichReporter) -> Any:
     from migration.verify import verify
 
-    report = verify(
+    return verify(
         _endpoint(args, "source"),
         _endpoint(args, "target"),
         args.schemas,
         vector_table=args.vector_table,
         reporter=rep,
     )
-    return report.as_dict()
 
 
 def _reindex_settings(args: argparse.Namespace) -> ReindexSettings:
@@ -224,10 +229,10 @@ def _reindex_settings(args: argparse.Namespace) -> ReindexSettings:
     return settings
 
 
-def _cmd_reindex(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+def _cmd_reindex(args: argparse.Namespace, rep: RichReporter) -> Any:
     from migration.reindex import reindex
 
-    return reindex(_endpoint(args, "target"), _reindex_settings(args), reporter=rep).as_dict()
+    return reindex(_endpoint(args, "target"), _reindex_settings(args), reporter=rep)
 
 
 def _password_store(args: argparse.Namespace) -> Any:
@@ -244,25 +249,25 @@ def _password_store(args: argparse.Namespace) -> Any:
     return SecretsManagerStore({role.strip(): arn.strip() for role, arn in pairs})
 
 
-def _cmd_auth(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+def _cmd_auth(args: argparse.Namespace, rep: RichReporter) -> Any:
     from migration.auth import AuthOptions, carry_auth
 
     opts = _library_options(AuthOptions, args)
     store = _password_store(args)
     report = carry_auth(_endpoint(args, "source"), _endpoint(args, "target"), store, opts, rep)
-    return report.as_dict()
+    return report
 
 
-def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> Any:
     from migration.run import RunOptions, run_all
 
     store = _password_store(args) if args.auth_password_secrets else None
     opts = _library_options(RunOptions, args, reindex=_reindex_settings(args), auth_store=store)
     source, target = _endpoint(args, "source"), _endpoint(args, "target")
-    return run_all(source, target, opts, rep).as_dict()
+    return run_all(source, target, opts, rep)
 
 
-def _cmd_restore(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+def _cmd_restore(args: argparse.Namespace, rep: RichReporter) -> Any:
     from migration.restore import restore
 
     if not args.restore_from:
@@ -270,7 +275,7 @@ def _cmd_restore(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
             "no backup to restore: name the import's backup with `restore_from`",
             setting="restore_from",
         )
-    report = restore(
+    return restore(
         args.restore_from,
         _endpoint(args, "target"),
         on_existing=args.on_existing,
@@ -278,7 +283,6 @@ def _cmd_restore(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
         lock_wait_seconds=args.lock_wait_seconds,
         reporter=rep,
     )
-    return report.as_dict()
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
@@ -299,7 +303,7 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
 
 
-def _cmd_demo(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
+def _cmd_demo(args: argparse.Namespace, rep: RichReporter) -> Any:
     from pathlib import Path
 
     from migration.demo import run_demo
@@ -309,7 +313,7 @@ def _cmd_demo(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
 
     def serve(report: Any) -> None:
         rep.close()
-        _render("demo", asdict(report), rep)
+        _render(report)
         print(
             "servers running; connect with psql as shown above. Press Enter (or Ctrl-C) to stop.",
             file=sys.stderr,
@@ -317,14 +321,13 @@ def _cmd_demo(args: argparse.Namespace, rep: RichReporter) -> dict[str, Any]:
         with contextlib.suppress(KeyboardInterrupt, EOFError):
             input()
 
-    report = run_demo(
+    return run_demo(
         Path(args.dir),
         fresh=args.fresh,
         chunks=args.chunks,
         reporter=rep,
         keep_running=serve if args.serve else None,
     )
-    return asdict(report)
 
 
 SUBCOMMANDS: dict[str, tuple[str, Handler]] = {
@@ -361,132 +364,138 @@ def build_parser() -> argparse.ArgumentParser:
 # Reports
 
 
-def _render(command: str, report: dict[str, Any], rep: RichReporter) -> None:
-    """Show a report as a table on stderr (stdout stays free for --json)."""
+def as_json(report: Any) -> dict[str, Any]:
+    """A report as JSON-able data: its ``as_dict`` (every library report has one)."""
+    data: dict[str, Any] = report.as_dict() if hasattr(report, "as_dict") else asdict(report)
+    return data
+
+
+def _render(report: Any) -> None:
+    """Show a library report as a table on stderr (stdout stays free for --json)."""
     from rich.console import Console
 
+    from migration.demo import DemoReport
+    from migration.restore import RestoreReport
+    from migration.run import RunReport
+    from migration.transfer import ImportReport
+    from migration.verify import VerifyReport
+
     console = Console(file=sys.stderr)
-    renderers: dict[str, Callable[[Any, dict[str, Any]], None]] = {
-        "verify": _render_verify,
-        "import": _render_import,
-        "restore": _render_restore,
-        "run": _render_steps,
-        "demo": _render_demo,
-    }
-    if command in renderers:
-        renderers[command](console, report)
-        return
-    for key, value in report.items():
-        console.print(f"{key}: {value}", highlight=False)
+    if isinstance(report, VerifyReport):
+        _render_verify(console, report)
+    elif isinstance(report, ImportReport):
+        _render_import(console, report)
+    elif isinstance(report, RestoreReport):
+        _render_restore(console, report)
+    elif isinstance(report, RunReport):
+        _render_steps(console, report)
+    elif isinstance(report, DemoReport):
+        _render_demo(console, report)
+    else:
+        for key, value in as_json(report).items():
+            console.print(f"{key}: {value}", highlight=False)
 
 
-def _render_verify(console: Any, report: dict[str, Any]) -> None:
+def _render_verify(console: Any, report: VerifyReport) -> None:
     from rich.table import Table
 
     table = Table("table", "source rows", "target rows", "checksum", title="verification")
-    for t in report["tables"]:
+    for t in report.tables:
         table.add_row(
-            t["table"],
-            f"{t['source_rows']:,}",
-            "missing" if t["target_rows"] is None else f"{t['target_rows']:,}",
-            "ok" if t["ok"] else "DIFFERS",
+            t.table,
+            f"{t.source_rows:,}",
+            "missing" if t.target_rows is None else f"{t.target_rows:,}",
+            "ok" if t.ok else "DIFFERS",
         )
     console.print(table)
 
 
-def _render_import(console: Any, report: dict[str, Any]) -> None:
+def _render_import(console: Any, report: ImportReport) -> None:
     from rich.table import Table
 
     table = Table("table", "rows", "MB", "seconds", "status", title="import")
-    for t in report["tables"]:
+    for t in report.tables:
         table.add_row(
-            f"{t['schema']}.{t['table']}",
-            f"{t['rows']:,}",
-            f"{t['bytes'] / 1e6:.1f}",
-            f"{t['seconds']:.2f}",
-            t["status"],
+            f"{t.schema}.{t.table}",
+            f"{t.rows:,}",
+            f"{t.bytes / 1e6:.1f}",
+            f"{t.seconds:.2f}",
+            t.status,
         )
     console.print(table)
-    if report["left_out"]:
+    if report.left_out:
         left = Table("left out", "name", "why")
-        for lo in report["left_out"]:
-            left.add_row(lo["kind"], lo["name"], lo["reason"])
+        for lo in report.left_out:
+            left.add_row(lo.kind, lo.name, lo.reason)
         console.print(left)
-    console.print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["timings"].items()))
+    console.print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items()))
 
 
-def _render_restore(console: Any, report: dict[str, Any]) -> None:
+def _render_restore(console: Any, report: RestoreReport) -> None:
     from rich.table import Table
 
     table = Table("table", "rows", title="restore")
-    for name, rows in report["tables"].items():
+    for name, rows in report.tables.items():
         table.add_row(name, f"{rows:,}")
     console.print(table)
     console.print(
-        f"restored {report['backup']}: {len(report['tables'])} tables, {report['rows']:,} "
-        f"rows in {report['seconds']:.1f}s; left out as the import did: "
-        f"{report['left_out']} entries"
-        + ("" if report["manifest"] else " (no manifest.json: catalog-free rules only)")
-        + (f"; replaced {', '.join(report['replaced'])}" if report["replaced"] else "")
-        + (f"; kept in {report['target_backup']}" if report["target_backup"] else ""),
+        f"restored {report.backup}: {len(report.tables)} tables, {report.rows:,} "
+        f"rows in {report.seconds:.1f}s; left out as the import did: "
+        f"{report.left_out} entries"
+        + ("" if report.manifest else " (no manifest.json: catalog-free rules only)")
+        + (f"; replaced {', '.join(report.replaced)}" if report.replaced else "")
+        + (f"; kept in {report.target_backup}" if report.target_backup else ""),
         highlight=False,
         soft_wrap=True,
     )
 
 
-def _render_steps(console: Any, report: dict[str, Any]) -> None:
+def _render_steps(console: Any, report: RunReport) -> None:
     from rich.table import Table
 
     table = Table("step", "status", "seconds", "what it did", title="migration")
-    for step in report["steps"]:
+    for step in report.steps:
         table.add_row(
-            f"{step['number']}. {step['name']}",
-            step["status"],
-            f"{step['seconds']:.1f}" if step["status"] != "not run" else "",
-            words(step["summary"]),
+            f"{step.number}. {step.name}",
+            step.status,
+            f"{step.seconds:.1f}" if step.status != "not run" else "",
+            words(step.summary),
         )
-    table.add_row("total", "", f"{report['seconds']:.1f}", "", style="bold")
+    table.add_row("total", "", f"{report.seconds:.1f}", "", style="bold")
     console.print(table)
 
 
-def _render_demo(console: Any, report: dict[str, Any]) -> None:
+def _render_demo(console: Any, report: DemoReport) -> None:
     from rich.table import Table
 
-    if "run" not in report:  # a step failed: the report is the run's, so far
-        _render_steps(console, report)
-        return
-    _render_steps(console, report["run"])
+    _render_steps(console, report.run)
     hits = Table(
-        "rank", "distance", "chunk", "text", title=f"RAG retrieval for {report['user_email']}"
+        "rank", "distance", "chunk", "text", title=f"RAG retrieval for {report.user_email}"
     )
-    for hit in report["retrieval"]:
+    for hit in report.retrieval:
         hits.add_row(
-            str(hit["rank"]),
-            f"{hit['distance']:.4f}",
-            hit["chunk_id"][-12:],
-            hit["content"][:90] + "...",
+            str(hit.rank), f"{hit.distance:.4f}", hit.chunk_id[-12:], hit.content[:90] + "..."
         )
-    console.print(f"question: {report['question']!r} (embedded with the same model)")
+    console.print(f"question: {report.question!r} (embedded with the same model)")
     console.print(hits)
     _render_demo_footer(console, report)
 
 
-def _render_demo_footer(console: Any, report: dict[str, Any]) -> None:
+def _render_demo_footer(console: Any, report: DemoReport) -> None:
     from migration.demo import DIFFERENCES, MASTER, TARGET_DB
 
     console.print("what this demo does differently from RDS:", highlight=False)
     for line in DIFFERENCES:
         console.print(f"  - {line}", highlight=False)
-    directory = report["directory"]
     console.print(
-        f"data: {directory} (source/ and target/ clusters, backups/); "
-        f"{'seeded this run' if report['seeded'] else 'reused'}; {report['seconds']:.0f}s in all",
+        f"data: {report.directory} (source/ and target/ clusters, backups/); "
+        f"{'seeded this run' if report.seeded else 'reused'}; {report.seconds:.0f}s in all",
         highlight=False,
     )
     console.print(
         f'connect while `qckstrt-migrate demo --serve` runs: PGPASSWORD="$(cat '
-        f'{directory}/.target-master-password)" {report["psql"]} -h 127.0.0.1 '
-        f"-p {report['target_port']} -U {MASTER} {TARGET_DB}",
+        f'{report.directory}/.target-master-password)" {report.psql} -h 127.0.0.1 '
+        f"-p {report.target_port} -U {MASTER} {TARGET_DB}",
         highlight=False,
         soft_wrap=True,
     )
@@ -559,22 +568,26 @@ def _error_object(exc: BaseException, code: int, message: str) -> dict[str, Any]
 
 def _finish(
     command: str,
-    as_json: bool,
-    report: dict[str, Any] | None,
+    json_out: bool,
+    report: Any,
     failure: BaseException | None,
     args: argparse.Namespace | None,
-    rep: RichReporter | None,
 ) -> int:
-    """Print the report (and the error, if any); return the exit status."""
+    """Print the report (and the error, if any); return the exit status.
+
+    On failure `report` is what the library kept (a typed report, or a plain dict from an
+    older caller): shown as a table when typed, and merged into the JSON error object.
+    """
     code = EXIT_OK if failure is None else exit_code(failure)
     message = "" if failure is None else _describe(failure, args)
-    if as_json and failure is not None:
-        out = {**(report or {}), "ok": False, "error": _error_object(failure, code, message)}
+    data = None if report is None else report if isinstance(report, dict) else as_json(report)
+    if json_out and failure is not None:
+        out = {**(data or {}), "ok": False, "error": _error_object(failure, code, message)}
         print(json.dumps(out, indent=2, default=str))
-    elif as_json and report is not None:
-        print(json.dumps(report, indent=2, default=str))
-    elif report is not None and rep is not None:
-        _render(command, report, rep)
+    elif json_out and data is not None:
+        print(json.dumps(data, indent=2, default=str))
+    elif report is not None and not isinstance(report, dict):
+        _render(report)
     if failure is not None:
         print(f"qckstrt-migrate {command}: error: {message}", file=sys.stderr)
     return code
@@ -592,10 +605,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         command = next((a for a in argv if a in SUBCOMMANDS), "")
-        return _finish(command or "usage", "--json" in argv, None, exc, None, None)
+        return _finish(command or "usage", "--json" in argv, None, exc, None)
     _, handler = SUBCOMMANDS[args.command]
     rep = RichReporter()
-    report: dict[str, Any] | None = None
+    report: Any = None
     failure: BaseException | None = None
     try:
         if args.command != "demo":
@@ -603,10 +616,11 @@ def main(argv: list[str] | None = None) -> int:
         report = handler(args, rep)
     except (Exception, KeyboardInterrupt) as exc:
         failure = exc
-        report = getattr(exc, "report", None)  # `run` and verify keep what they found
+        # `run` and verify keep what they found: typed (`result`), else a dict (`report`).
+        report = getattr(exc, "result", None) or getattr(exc, "report", None)
     finally:
         rep.close()
-    return _finish(args.command, args.json, report, failure, args, rep)
+    return _finish(args.command, args.json, report, failure, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,8 @@ wrong (with the value) and what to do, and never carries a password.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MigrationError(Exception):
     """Base class of every error the data engine raises on purpose.
@@ -64,9 +66,11 @@ class ImportFailed(MigrationError):
 class VerificationFailed(MigrationError):
     """Counts or checksums differ, or the import is incomplete.
 
-    :param report: the verification report, so callers can still show the table.
+    :param report: the report so far, so callers can still show the table: the library's typed
+        report (`result`; `report` is then its ``as_dict()``), or a plain dict.
     """
 
-    def __init__(self, message: str, report: dict[str, object] | None = None) -> None:
+    def __init__(self, message: str, report: Any = None) -> None:
         super().__init__(message, setting=None)
-        self.report = report
+        self.result: Any = None if report is None or isinstance(report, dict) else report
+        self.report: dict[str, Any] | None = report.as_dict() if self.result is not None else report

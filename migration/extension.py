@@ -155,94 +155,28 @@ def setup_extension(
     :raises ConnectionFailed: a database cannot be reached.
     """
     rep = reporter or NullReporter()
-    layout = SourceLayout()
-    if source is not None:
-        with source.connect(autocommit=True) as sconn:
-            layout = read_source_layout(sconn)
-            with target.connect(autocommit=True) as tcheck:
-                refuse_same_database(sconn, tcheck)
+    layout = _source_layout(target, source)
     schema = vector_schema or layout.vector_schema
     ext_schema = EXTENSIONS_SCHEMA if layout.uses_extensions_schema else None
+    schemas = list(dict.fromkeys([schema, *([ext_schema] if ext_schema else [])]))
     notes: list[str] = []
 
     with target_lock(target, lock_wait_seconds), target.connect() as conn:
         default_version = _available(conn, "vector")
         if default_version is None:
             raise ExtensionUnavailable(REMEDY)
-        versions = [
-            str(r[0])
-            for r in conn.execute(
-                "SELECT version FROM pg_available_extension_versions WHERE name = 'vector' "
-                "ORDER BY string_to_array(version, '.')::int[]"
-            ).fetchall()
-        ]
-        user = str(conn.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
+        versions = _available_versions(conn)
         with conn.transaction():
-            for s in dict.fromkeys([schema, *([ext_schema] if ext_schema else [])]):
+            for s in schemas:
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(s)))
-            before = _installed(conn, "vector")
-            created = before is None
-            if before is not None and before[1] != schema:
-                notes.append(
-                    f"vector already installed in schema {before[1]!r} "
-                    f"(wanted {schema!r}); left there"
-                )
-                schema = before[1]
-            try:
-                conn.execute(
-                    sql.SQL("CREATE EXTENSION IF NOT EXISTS vector SCHEMA {}").format(
-                        sql.Identifier(schema)
-                    )
-                )
-            except errors.InsufficientPrivilege as exc:
-                raise ExtensionUnavailable(
-                    f"role {user!r} may not create extension vector: on RDS connect as the master "
-                    "user (member of rds_superuser); self-hosted: have a superuser run "
-                    f"CREATE EXTENSION vector SCHEMA {schema} in this database"
-                ) from exc
-            updated = False
-            installed = _installed(conn, "vector")
-            assert installed is not None
-            if installed[0] != default_version:
-                try:
-                    with conn.transaction():
-                        conn.execute("ALTER EXTENSION vector UPDATE")
-                    updated = True
-                except (errors.InsufficientPrivilege, errors.FeatureNotSupported) as exc:
-                    notes.append(
-                        f"vector {installed[0]} not updated to {default_version}: "
-                        f"{exc.diag.message_primary}"
-                    )
-                installed = _installed(conn, "vector")
-                assert installed is not None
-
+            installed, created = _create_vector(conn, schema, notes)
+            installed, updated = _update_vector(conn, installed, default_version, notes)
             uuid_kind: str | None = None
             pgcrypto: str | None = None
             if ext_schema is not None:
                 uuid_kind, pgcrypto = _extensions_schema(conn, ext_schema, notes)
-
-            search_path: str | None = None
-            needed = [s for s in dict.fromkeys([schema, *([ext_schema] if ext_schema else [])])]
-            current = _database_search_path(conn)
-            if not _resolves(conn, current, needed):
-                wanted = current + [s for s in needed if s not in current]
-                value = ", ".join(f'"{p}"' if p == "$user" else p for p in wanted)
-                try:
-                    with conn.transaction():
-                        conn.execute(
-                            sql.SQL("ALTER DATABASE {} SET search_path TO {}").format(
-                                sql.Identifier(str(conn.info.dbname)),
-                                sql.SQL(", ").join(sql.Identifier(p) for p in wanted),
-                            )
-                        )
-                    search_path = value
-                except errors.InsufficientPrivilege:
-                    notes.append(
-                        f"could not set the database search_path to {value}: run ALTER DATABASE "
-                        f"{conn.info.dbname} SET search_path TO {value} as its owner"
-                    )
-            else:
-                search_path = ", ".join(current)
+            needed = list(dict.fromkeys([installed[1], *([ext_schema] if ext_schema else [])]))
+            search_path = _set_search_path(conn, needed, notes)
 
     report = ExtensionReport(
         vector_version=installed[0],
@@ -261,6 +195,103 @@ def setup_extension(
     for note in notes:
         rep.info(note)
     return report
+
+
+def _source_layout(target: Endpoint, source: Endpoint | None) -> SourceLayout:
+    """Where the source keeps its extensions (empty without a source); refuses source = target."""
+    if source is None:
+        return SourceLayout()
+    with source.connect(autocommit=True) as sconn:
+        layout = read_source_layout(sconn)
+        with target.connect(autocommit=True) as tcheck:
+            refuse_same_database(sconn, tcheck)
+    return layout
+
+
+def _available_versions(conn: Conn) -> list[str]:
+    return [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT version FROM pg_available_extension_versions WHERE name = 'vector' "
+            "ORDER BY string_to_array(version, '.')::int[]"
+        ).fetchall()
+    ]
+
+
+def _create_vector(conn: Conn, schema: str, notes: list[str]) -> tuple[tuple[str, str], bool]:
+    """Create `vector` in `schema` unless it is installed (where it is, it stays).
+
+    :returns: (version, schema) as installed, and whether it was created now.
+    :raises ExtensionUnavailable: the role may not create it.
+    """
+    user = str(conn.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
+    before = _installed(conn, "vector")
+    if before is not None and before[1] != schema:
+        notes.append(
+            f"vector already installed in schema {before[1]!r} (wanted {schema!r}); left there"
+        )
+        schema = before[1]
+    try:
+        conn.execute(
+            sql.SQL("CREATE EXTENSION IF NOT EXISTS vector SCHEMA {}").format(
+                sql.Identifier(schema)
+            )
+        )
+    except errors.InsufficientPrivilege as exc:  # the transaction is aborted: no query here
+        raise ExtensionUnavailable(
+            f"role {user!r} may not create extension vector: on RDS connect as the master "
+            "user (member of rds_superuser); self-hosted: have a superuser run "
+            f"CREATE EXTENSION vector SCHEMA {schema} in this database"
+        ) from exc
+    installed = _installed(conn, "vector")
+    assert installed is not None
+    return installed, before is None
+
+
+def _update_vector(
+    conn: Conn, installed: tuple[str, str], default_version: str, notes: list[str]
+) -> tuple[tuple[str, str], bool]:
+    """``ALTER EXTENSION vector UPDATE`` when a newer version is offered (extensions do not
+    upgrade with the engine); a refusal is a note, not a failure."""
+    if installed[0] == default_version:
+        return installed, False
+    updated = False
+    try:
+        with conn.transaction():
+            conn.execute("ALTER EXTENSION vector UPDATE")
+        updated = True
+    except (errors.InsufficientPrivilege, errors.FeatureNotSupported) as exc:
+        notes.append(
+            f"vector {installed[0]} not updated to {default_version}: {exc.diag.message_primary}"
+        )
+    after = _installed(conn, "vector")
+    assert after is not None
+    return after, updated
+
+
+def _set_search_path(conn: Conn, needed: list[str], notes: list[str]) -> str | None:
+    """Extend the database's search_path with `needed`, so the app's unqualified SQL resolves
+    over a fresh connection; returns the search_path, or None when it could not be set."""
+    current = _database_search_path(conn)
+    if _resolves(conn, current, needed):
+        return ", ".join(current)
+    wanted = current + [s for s in needed if s not in current]
+    value = ", ".join(f'"{p}"' if p == "$user" else p for p in wanted)
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET search_path TO {}").format(
+                    sql.Identifier(str(conn.info.dbname)),
+                    sql.SQL(", ").join(sql.Identifier(p) for p in wanted),
+                )
+            )
+    except errors.InsufficientPrivilege:
+        notes.append(
+            f"could not set the database search_path to {value}: run ALTER DATABASE "
+            f"{conn.info.dbname} SET search_path TO {value} as its owner"
+        )
+        return None
+    return value
 
 
 def _extensions_schema(conn: Conn, schema: str, notes: list[str]) -> tuple[str, str | None]:

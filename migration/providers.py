@@ -535,12 +535,12 @@ class MigrationCheckProvider(_StepProvider):
                 reporter=reporter,
             )
         except VerificationFailed as exc:
-            listed = (exc.report or {}).get("mismatches") or [str(exc)]
-            mismatches = "; ".join(str(m) for m in list(listed)[:5])  # type: ignore[call-overload]
+            listed = (exc.result.mismatches if exc.result is not None else None) or [str(exc)]
+            mismatches = "; ".join(str(m) for m in listed[:5])
             raise VerificationFailed(
                 f"the target differs from the source: {mismatches}. Re-run `pulumi up` to "
                 "resume an interrupted import, or see `qckstrt-migrate verify --json`",
-                exc.report,
+                exc.result if exc.result is not None else exc.report,
             ) from None
         return {
             "ok": report.ok,

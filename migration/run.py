@@ -29,11 +29,12 @@ STEPS = ("pgvector", "import", "re-index", "verify")
 
 
 class RunFailed(MigrationError):
-    """A step failed; `report` holds the steps so far (JSON-able)."""
+    """A step failed; `result` holds the steps so far (`report`: the same, JSON-able)."""
 
-    def __init__(self, message: str, report: dict[str, Any], setting: str | None = None) -> None:
+    def __init__(self, message: str, result: RunReport, setting: str | None = None) -> None:
         super().__init__(message, setting=setting)
-        self.report = report
+        self.result = result
+        self.report = result.as_dict()
 
 
 @dataclass
@@ -66,16 +67,20 @@ class RunOptions:
         return ("pgvector", "import", "auth", "re-index", "verify")
 
 
+#: A step's own report: ExtensionReport, ImportReport, AuthReport, ReindexReport or VerifyReport.
+StepReport = Any
+
+
 @dataclass
 class StepResult:
-    """One step's outcome: a one-line summary for the table, and the step's full report."""
+    """One step's outcome: a one-line summary for the table, and the step's own typed report."""
 
     number: int
     name: str
     status: str  # done | failed | not run
     seconds: float = 0.0
     summary: str = ""
-    report: dict[str, Any] | None = None
+    report: StepReport | None = None
 
 
 @dataclass
@@ -135,31 +140,39 @@ def _verify(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
     return verify(source, target, o.schemas, vector_table=o.reindex.table, reporter=rep)
 
 
-def _summary(name: str, r: dict[str, Any]) -> str:
-    """What a step did, in one line for the table."""
-    if name == "pgvector":
-        verb = "created" if r["vector_created"] else "updated" if r["vector_updated"] else "present"
-        return f"vector {r['vector_version']} {verb} in schema {r['vector_schema']}"
-    if name == "import":
-        rows = sum(t["rows"] for t in r["tables"])
-        if r["already_complete"]:
-            return f"already imported: {len(r['tables'])} tables, {rows:,} rows; nothing to do"
-        resumed = " (resumed)" if r["resumed"] else ""
-        backup = f"; backup {r['backup']}" if r["backup"] else ""
-        return f"{len(r['tables'])} tables, {rows:,} rows{resumed}{backup}"
-    if name == "auth":
-        users = r["tables"].get("auth.users", 0)
-        done = "already carried; nothing to do" if r["already_complete"] else "carried"
-        return f"schema auth {done}: {len(r['tables'])} tables, {users:,} users"
-    if name == "re-index":
-        index = r.get("index") or {}
-        rate = f"{r['chunks_per_second']:.1f}/s" if r["rows_embedded"] else "all current"
+def _summary(report: StepReport) -> str:
+    """What a step did, in one line for the table (from the step's typed report)."""
+    from migration.auth import AuthReport
+    from migration.extension import ExtensionReport
+    from migration.reindex import ReindexReport
+    from migration.transfer import ImportReport
+
+    if isinstance(report, ExtensionReport):
+        verb = "created" if report.vector_created else "updated" if report.vector_updated else ""
         return (
-            f"{r['rows_embedded']:,} of {r['rows_total']:,} chunks embedded ({rate}); "
-            f"index {index.get('name', '-')} {index.get('action', '-')}"
+            f"vector {report.vector_version} {verb or 'present'} in schema {report.vector_schema}"
         )
-    rows = sum(t["source_rows"] for t in r["tables"])
-    return f"{len(r['tables'])} tables, {rows:,} rows: counts and checksums match"
+    if isinstance(report, ImportReport):
+        rows = sum(t.rows for t in report.tables)
+        tables = len(report.tables)
+        if report.already_complete:
+            return f"already imported: {tables} tables, {rows:,} rows; nothing to do"
+        resumed = " (resumed)" if report.resumed else ""
+        backup = f"; backup {report.backup}" if report.backup else ""
+        return f"{tables} tables, {rows:,} rows{resumed}{backup}"
+    if isinstance(report, AuthReport):
+        users = report.tables.get("auth.users", 0)
+        done = "already carried; nothing to do" if report.already_complete else "carried"
+        return f"schema auth {done}: {len(report.tables)} tables, {users:,} users"
+    if isinstance(report, ReindexReport):
+        index = report.index
+        rate = f"{report.chunks_per_second:.1f}/s" if report.rows_embedded else "all current"
+        return (
+            f"{report.rows_embedded:,} of {report.rows_total:,} chunks embedded ({rate}); "
+            f"index {index.name if index else '-'} {index.action if index else '-'}"
+        )
+    rows = sum(t.source_rows for t in report.tables)
+    return f"{len(report.tables)} tables, {rows:,} rows: counts and checksums match"
 
 
 Step = Callable[[Endpoint, Endpoint, RunOptions, Reporter], Any]
@@ -195,15 +208,14 @@ def run_all(
             rep.info(f"step {step.number}/{len(names)}: {step.name}")
             t0 = time.monotonic()
             try:
-                result = _FUNCTIONS[step.name](source, target, opts, rep).as_dict()
+                result = _FUNCTIONS[step.name](source, target, opts, rep)
             except VerificationFailed as exc:
                 step.status, step.seconds = "failed", round(time.monotonic() - t0, 3)
-                step.report = exc.report
+                step.report = exc.result
                 step.summary = str(exc)
                 report.seconds = round(time.monotonic() - began, 3)
                 raise VerificationFailed(
-                    f"step {step.number}/{len(names)} ({step.name}) failed: {exc}",
-                    report.as_dict(),
+                    f"step {step.number}/{len(names)} ({step.name}) failed: {exc}", report
                 ) from exc
             except MigrationError as exc:
                 step.status, step.seconds = "failed", round(time.monotonic() - t0, 3)
@@ -211,12 +223,12 @@ def run_all(
                 report.seconds = round(time.monotonic() - began, 3)
                 raise RunFailed(
                     f"step {step.number}/{len(names)} ({step.name}) failed: {exc}",
-                    report.as_dict(),
+                    report,
                     setting=exc.setting,
                 ) from exc
             step.status, step.seconds = "done", round(time.monotonic() - t0, 3)
             step.report = result
-            step.summary = _summary(step.name, result)
+            step.summary = _summary(result)
             rep.info(f"step {step.number}/{len(names)}: {step.name}: {step.summary}")
     report.seconds = round(time.monotonic() - began, 3)
     return report

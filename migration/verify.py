@@ -125,7 +125,7 @@ def verify(
             raise VerificationFailed(
                 f"the import into the target is incomplete{detail}: run the import again "
                 "(it resumes), then verify",
-                report.as_dict(),
+                report,
             )
         known = {
             str(r[0])
@@ -184,7 +184,7 @@ def verify(
     report.ok = not report.mismatches
     if not report.ok:
         raise VerificationFailed(
-            f"source and target differ in {', '.join(report.mismatches)}", report.as_dict()
+            f"source and target differ in {', '.join(report.mismatches)}", report
         )
     return report
 

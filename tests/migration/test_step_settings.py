@@ -15,19 +15,22 @@ from migration.cli import EXIT_DIFFERENCES, EXIT_FAILED, EXIT_OK, main
 from tests.databases import Servers
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("SOURCE_DATABASE_URL", "TARGET_DATABASE_URL", "QCKSTRT_PG_DUMP"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def test_run_uses_the_pg_dump_it_is_given(
-    servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def databases(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """A small fresh source and an empty target, named by the environment as an operator does."""
+    monkeypatch.delenv("QCKSTRT_PG_DUMP", raising=False)
     _, source = servers.source_db(chunks=5)
     _, target = servers.target_db()
     monkeypatch.setenv("SOURCE_DATABASE_URL", source)
     monkeypatch.setenv("TARGET_DATABASE_URL", target)
+    return source, target
+
+
+def test_run_uses_the_pg_dump_it_is_given(
+    databases: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["run", "--pg-dump", "/nowhere/flag/pg_dump"]) == EXIT_FAILED
     err = capsys.readouterr().err
     assert "step 2/4 (import) failed" in err and "/nowhere/flag/pg_dump" in err
@@ -38,12 +41,11 @@ def test_run_uses_the_pg_dump_it_is_given(
 
 
 def test_verify_leaves_out_the_embedding_of_the_vector_table_it_is_given(
-    servers: Servers, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    databases: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _, source = servers.source_db(chunks=5)
-    _, target = servers.target_db()
-    monkeypatch.setenv("SOURCE_DATABASE_URL", source)
-    monkeypatch.setenv("TARGET_DATABASE_URL", target)
+    source, target = databases
     assert main(["extension"]) == EXIT_OK
     assert main(["import"]) == EXIT_OK
     # The stack names another vector table, and the re-index has rewritten its vectors.

@@ -34,6 +34,7 @@ STEP_OF = {
 }
 #: Provider inputs that are wiring from the rest of the stack, not settings.
 WIRING = {
+    "__provider",  # the serialized provider itself
     "provider_version",
     "host",
     "port",
@@ -317,3 +318,39 @@ def test_each_skin_names_a_setting_in_its_own_words() -> None:
     assert options.render("`index_name`", options.pulumi_name) == (
         "index name (not a stack setting; `qckstrt-migrate --index-name`)"
     )
+
+
+#: A non-default value of every data-step key that reaches a provider input (valid together).
+STACK_VALUES: dict[str, Any] = {
+    "migrationSslMode": "verify-full",
+    "migrationSchemas": ["public", "app"],
+    "migrationJobs": 5,
+    "migrationOnExisting": "replace",
+    "migrationRevision": 2,
+    "embeddingModel": "BAAI/bge-base-en-v1.5",
+    "vectorDimensions": 768,
+    "vectorTable": "docs_vectors",
+    "reindexBatchSize": 64,
+    "reindexDevice": "cuda:1",
+    "reindexRevision": 3,
+    "hnswM": 24,
+    "hnswEfConstruction": 96,
+}
+
+
+def test_each_stack_key_reaches_its_steps_and_nothing_else_does() -> None:
+    from tests.infra.program import run_program
+
+    keyed_inputs = [s for s in options.keyed() if s.steps]
+    assert {str(s.key) for s in keyed_inputs} == set(STACK_VALUES)
+    run = run_program("staging", overrides=STACK_VALUES)
+    for kind, step in STEP_OF.items():
+        if kind == "AuthStep":
+            continue  # opt-in; the stack does not declare it (yet)
+        inputs = run.one(f"pulumi-python:dynamic/qckstrt:{kind}").inputs
+        for s in keyed_inputs:
+            if step in s.steps:
+                assert inputs[s.input] == STACK_VALUES[str(s.key)], (kind, s.key)
+        given = {k for k, v in inputs.items() if v is not None}
+        declared = {s.input for s in options.for_step(step)}
+        assert given - WIRING <= declared, kind
