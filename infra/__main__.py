@@ -13,6 +13,7 @@ from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.pipeline import DataSteps, DataStepsArgs
 from infra.storage import Storage, StorageArgs
+from infra.storage_access import StorageApiAccess, StorageApiAccessArgs
 
 s = stack_settings.load()
 prefix = s.name_prefix
@@ -45,6 +46,16 @@ storage = Storage(
     prefix,
     StorageArgs(settings=s.storage, protect=s.protect, kms_key_arn=key.key_arn, tags=s.tags),
 )
+storage_api = StorageApiAccess(
+    prefix,
+    StorageApiAccessArgs(
+        bucket_arn=storage.bucket_arn,
+        kms_key_arn=key.key_arn,
+        tenant_id=s.migration.storage_tenant,
+        region=s.region,
+        tags=s.tags,
+    ),
+)
 llm = LlmHost(
     prefix,
     LlmHostArgs(
@@ -74,6 +85,7 @@ secrets = AppSecrets(
             llm_model=s.llm.model,
             bucket_name=storage.bucket_name,
             region=s.region,
+            storage_tenant_id=s.migration.storage_tenant,
         ),
         tags=s.tags,
     ),
@@ -106,6 +118,7 @@ if s.migration.enabled:
             bucket_name=storage.bucket_name,
             backup_prefix=f"migration/{s.stack}",
             depends_on=[database, network, secrets, storage],
+            storage_credentials_arn=secrets.source_storage_credentials_arn,
         ),
     )
     pulumi.export("migrationBackupUri", steps.data_import.backup_uri)
@@ -122,4 +135,5 @@ pulumi.export("privateSubnetIds", network.private_subnet_ids)
 pulumi.export("kmsKeyArn", key.key_arn)
 pulumi.export("appConfigSecretArn", secrets.app_config_arn)
 pulumi.export("bucketName", storage.bucket_name)
+pulumi.export("storageApiPolicyArn", storage_api.policy_arn)
 pulumi.export("llmUrl", llm.url)

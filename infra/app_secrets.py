@@ -32,6 +32,7 @@ class AppConfigInputs:
     llm_model: str
     bucket_name: pulumi.Input[str]
     region: str
+    storage_tenant_id: str = "stub"
 
 
 @dataclass
@@ -65,15 +66,23 @@ def app_config_document(c: AppConfigInputs) -> pulumi.Output[str]:
             "FILE_STORAGE_PROVIDER": "s3",
             "FILE_STORAGE_BUCKET": c.bucket_name,
             "AWS_REGION": c.region,
+            # storage-api, kept with the S3 backend: its own variable names, so its
+            # environment is these values as they stand (its files are in the same bucket).
+            "STORAGE_BACKEND": "s3",
+            "GLOBAL_S3_BUCKET": c.bucket_name,
+            "TENANT_ID": c.storage_tenant_id,
+            "REGION": c.region,
         }
     )
 
 
 class AppSecrets(pulumi.ComponentResource):
-    """``qckstrt/<stack>/app-config`` and, when set, ``qckstrt/<stack>/source-database-url``."""
+    """``qckstrt/<stack>/app-config`` and, when set, ``qckstrt/<stack>/source-database-url`` and
+    ``qckstrt/<stack>/source-storage-credentials``."""
 
     app_config_arn: pulumi.Output[str]
     source_database_url_arn: pulumi.Output[str] | None
+    source_storage_credentials_arn: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: AppSecretsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("qckstrt:secrets:AppSecrets", name, None, opts)
@@ -94,10 +103,19 @@ class AppSecrets(pulumi.ComponentResource):
                 url,
             )
             self.source_database_url_arn = source.arn
+        self.source_storage_credentials_arn = None
+        keys = args.settings.source_storage_credentials
+        if keys is not None:
+            self.source_storage_credentials_arn = self._secret(
+                "source-storage-credentials",
+                "Keys of the source storage-api's S3 store (read by the storage step)",
+                keys,
+            ).arn
         self.register_outputs(
             {
                 "appConfigArn": self.app_config_arn,
                 "sourceDatabaseUrlArn": self.source_database_url_arn,
+                "sourceStorageCredentialsArn": self.source_storage_credentials_arn,
             }
         )
 

@@ -27,6 +27,8 @@ from migration.providers import (
     PgvectorExtension,
     Reindex,
     ReindexOptions,
+    StorageCopy,
+    StorageOptions,
 )
 
 
@@ -46,10 +48,12 @@ class DataStepsArgs:
     backup_prefix: str
     #: Resources that must exist before any step dials the database (instance, rules, secrets).
     depends_on: list[pulumi.Resource]
+    #: The source store's keys (the storage step from an S3 source), a secret's ARN.
+    storage_credentials_arn: pulumi.Input[str] | None = None
 
 
 class DataSteps(pulumi.ComponentResource):
-    """pgvector setup, import, re-index and check, in that order."""
+    """pgvector setup, import, (storage copy,) re-index and check, in that order."""
 
     def __init__(
         self, name: str, args: DataStepsArgs, opts: pulumi.ResourceOptions | None = None
@@ -86,6 +90,21 @@ class DataSteps(pulumi.ComponentResource):
             jobs=s.jobs,
             opts=step_opts(self.extension),
         )
+        self.storage: StorageCopy | None = None
+        storage = _storage_options(s)
+        if storage is not None:
+            self.storage = StorageCopy(
+                f"{name}-storage",
+                connection,
+                source_secret_arn=args.source_secret_arn,
+                bucket=args.bucket_name,
+                region=args.region,
+                options=storage,
+                credentials_secret_arn=args.storage_credentials_arn or "",
+                after={"import": self.data_import.run_id},
+                opts=step_opts(self.data_import),
+            )
+        before_reindex: pulumi.Resource = self.storage or self.data_import
         self.reindex = Reindex(
             f"{name}-reindex",
             connection,
@@ -100,7 +119,7 @@ class DataSteps(pulumi.ComponentResource):
                 revision=s.reindex_revision,
             ),
             after={"import": self.data_import.run_id},
-            opts=step_opts(self.data_import),
+            opts=step_opts(before_reindex),
         )
         self.check = MigrationCheck(
             f"{name}-check",
@@ -110,9 +129,11 @@ class DataSteps(pulumi.ComponentResource):
                 "extension": self.extension.run_id,
                 "import": self.data_import.run_id,
                 "reindex": self.reindex.run_id,
+                **({"storage": self.storage.run_id} if self.storage else {}),
             },
             schemas=schemas,
             table=s.vector_table,
+            storage=(args.bucket_name, storage) if storage is not None else None,
             opts=step_opts(self.reindex),
         )
         self.register_outputs(
@@ -123,5 +144,19 @@ class DataSteps(pulumi.ComponentResource):
                 "rowsEmbedded": self.reindex.rows_embedded,
                 "indexName": self.reindex.index_name,
                 "verified": self.check.ok,
+                "filesCopied": self.storage.objects if self.storage else None,
             }
         )
+
+
+def _storage_options(s: MigrationSettings) -> StorageOptions | None:
+    """The storage step's options when a source backend is named (else no storage step)."""
+    if not s.copies_files:
+        return None
+    return StorageOptions(
+        source_path=s.storage_source_path,
+        source_bucket=s.storage_source_bucket,
+        source_endpoint=s.storage_source_endpoint,
+        tenant=s.storage_tenant,
+        allow_missing=s.allow_missing_objects,
+    )

@@ -5,8 +5,9 @@ each key, and this module reads them. :data:`KEYS` is the single list all three 
 against (``tests/infra/test_settings.py``), so a key cannot be added in one place and forgotten
 in another. The data steps' keys are not written here: they come from their settings'
 declarations in ``migration.options`` (`_declared`), which also give `MigrationSettings` its
-fields and judge their values (`_validate_declared`), as the CLI and the providers do. Validation happens before any resource is declared, so a bad value fails
-``pulumi preview`` with the key's name and the fix instead of failing half-way through ``up``.
+fields and judge their values (`_validate_declared`), as the CLI and the providers do.
+Validation happens before any resource is declared, so a bad value fails ``pulumi preview``
+with the key's name and the fix instead of failing half-way through ``up``.
 """
 
 from __future__ import annotations
@@ -244,6 +245,15 @@ KEYS: tuple[Key, ...] = (
         90,
         "Days after which objects under `migration/` (dumps, backups) expire.",
     ),
+    Key(
+        "storageSourceCredentials",
+        "string",
+        "",
+        "Secret. JSON `{accessKeyId, secretAccessKey}` of the storage step's S3-compatible source "
+        "store; kept in Secrets Manager as `qckstrt/<stack>/source-storage-credentials`, passed "
+        "to the step by ARN.",
+        secret=True,
+    ),
     # Data steps (dynamic resources run by `pulumi up`)
     *(_declared(str(s.key)) for s in options.keyed() if s.key not in _EMBEDDING_KEYS),
     # Monitoring
@@ -346,6 +356,7 @@ class StorageSettings:
 class SecretSettings:
     source_database_url: pulumi.Output[str] | None
     recovery_window_days: int
+    source_storage_credentials: pulumi.Output[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -370,6 +381,16 @@ class MigrationSettings:
     reindex_revision: int
     hnsw_m: int
     hnsw_ef_construction: int
+    storage_source_path: str
+    storage_source_bucket: str
+    storage_source_endpoint: str
+    storage_tenant: str
+    allow_missing_objects: bool
+
+    @property
+    def copies_files(self) -> bool:
+        """Whether the storage step is in the stack (a source backend is named)."""
+        return bool(self.storage_source_path or self.storage_source_bucket)
 
 
 @dataclass(frozen=True)
@@ -539,6 +560,7 @@ def load(config: pulumi.Config | None = None, stack: str | None = None) -> Setti
         secrets=SecretSettings(
             source_database_url=read.secret("sourceDatabaseUrl"),
             recovery_window_days=read.integer("secretRecoveryWindowDays"),
+            source_storage_credentials=read.secret("storageSourceCredentials"),
         ),
         storage=StorageSettings(
             force_destroy=read.boolean("bucketForceDestroy"),
@@ -881,7 +903,19 @@ def _validate_llm(s: Settings) -> None:
         )
 
 
+def _validate_storage_source(s: Settings) -> None:
+    """The source store's keys belong to an S3 source (the other storage rules are declared)."""
+    bucket_key = options.get("storage_source_bucket").key
+    _require(
+        s.secrets.source_storage_credentials is None or bool(s.migration.storage_source_bucket),
+        "storageSourceCredentials",
+        f"is set without {bucket_key}",
+        f"set {bucket_key} too, or remove it",
+    )
+
+
 def _validate_storage_and_secrets(s: Settings) -> None:
+    _validate_storage_source(s)
     days = s.storage.migration_object_expiration_days
     _require(
         days >= 1,

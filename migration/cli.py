@@ -259,12 +259,28 @@ def _cmd_auth(args: argparse.Namespace, rep: RichReporter) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> Any:
-    from migration.run import RunOptions, run_all
+    from migration import storage_cli
+    from migration.run import RunOptions, StorageStep, run_all
 
     store = _password_store(args) if args.auth_password_secrets else None
-    opts = _library_options(RunOptions, args, reindex=_reindex_settings(args), auth_store=store)
+    storage = None
+    if storage_cli.wanted(args):
+        settings = storage_cli.copy_settings(args)
+        storage = StorageStep(storage_cli.open_source(args, settings), settings)
+    opts = _library_options(
+        RunOptions, args, reindex=_reindex_settings(args), auth_store=store, storage=storage
+    )
     source, target = _endpoint(args, "source"), _endpoint(args, "target")
     return run_all(source, target, opts, rep)
+
+
+def _cmd_storage(args: argparse.Namespace, rep: RichReporter) -> Any:
+    from migration.storage_cli import cmd_storage
+
+    target = None
+    if args.target or os.environ.get("TARGET_DATABASE_URL"):
+        target = _endpoint(args, "target")
+    return cmd_storage(args, _endpoint(args, "source"), target, rep)
 
 
 def _cmd_restore(args: argparse.Namespace, rep: RichReporter) -> Any:
@@ -331,12 +347,17 @@ def _cmd_demo(args: argparse.Namespace, rep: RichReporter) -> Any:
 
 
 SUBCOMMANDS: dict[str, tuple[str, Handler]] = {
-    "run": ("steps 1-4 in order: what `pulumi up` runs", _cmd_run),
+    "run": ("steps 1-4 in order (and the storage step): what `pulumi up` runs", _cmd_run),
     "extension": ("1. create/update pgvector on the target", _cmd_extension),
     "import": ("2. back up, then import schema and data", _cmd_import),
     "reindex": ("3. re-embed every chunk and build the HNSW index", _cmd_reindex),
     "verify": ("4. compare row counts and checksums", _cmd_verify),
     "auth": ("opt-in, after the import: Supabase's roles and schema auth (GoTrue)", _cmd_auth),
+    "storage": (
+        "copy storage-api's files into the stack's bucket at its S3 keys, then check them "
+        "(opt-in; `run` takes it between import and re-index when a source backend is named)",
+        _cmd_storage,
+    ),
     "restore": ("rollback: restore the import's backup into an empty target", _cmd_restore),
     "demo": ("the whole migration on two embedded servers, no cloud account", _cmd_demo),
 }

@@ -31,19 +31,28 @@ from migration.errors import ConfigError
 from migration.models import DEFAULT_MODEL, known_dimensions
 
 SettingType = Literal["string", "integer", "number", "boolean", "array"]
-Rule = Literal["", "identifier", "identifiers", "device", "model", "backup"]
+Rule = Literal[
+    "", "identifier", "identifiers", "device", "model", "backup", "bucket", "tenant", "url"
+]
 
 #: Steps, by the id the providers and the CLI share. ``run`` composes the first four.
-STEPS = ("extension", "import", "reindex", "verify", "restore", "auth")
+STEPS = ("extension", "import", "auth", "storage", "reindex", "verify", "restore")
 #: CLI subcommands that take step settings (``demo`` is a development helper with its own flags).
-COMMANDS = ("run", "extension", "import", "reindex", "verify", "restore", "auth")
-CONNECTING = ("run", "extension", "import", "reindex", "verify", "restore", "auth")
+COMMANDS = ("run", "extension", "import", "auth", "storage", "reindex", "verify", "restore")
+CONNECTING = ("run", "extension", "import", "auth", "storage", "reindex", "verify", "restore")
 DEFAULT_TABLE = "qckstrt_embeddings_vectors"
 #: What torch accepts as a device for the re-index (``auto`` picks a GPU when there is one).
 DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
 DEVICE_HELP = "cpu, cuda or auto (also cuda:N for GPU number N, or mps on Apple silicon)"
 IDENTIFIER_MAX = 63
 REVISION_MAX = 2**31 - 1
+#: An S3 bucket name; an S3-compatible store (MinIO, R2) accepts the same.
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+#: storage-api's ``TENANT_ID``: one segment of the object keys.
+TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+#: The prefix of the stack's bucket that holds the migration's (expiring) dumps.
+RESERVED_PREFIX = "migration"
+STORAGE = ("run", "storage")
 
 
 @dataclass(frozen=True)
@@ -139,7 +148,7 @@ SETTINGS: tuple[Setting, ...] = (
         "libpq sslmode of the data steps' connections (RDS forces SSL): require, verify-ca or "
         "verify-full (the last two need `PGSSLROOTCERT` pointing at the RDS CA bundle).",
         key="migrationSslMode",
-        steps=("extension", "import", "reindex", "verify", "auth"),
+        steps=("extension", "import", "auth", "storage", "reindex", "verify"),
         choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
     ),
     Setting(
@@ -150,7 +159,7 @@ SETTINGS: tuple[Setting, ...] = (
         commands=CONNECTING,
         flag="--connect-timeout",
         env="QCKSTRT_CONNECT_TIMEOUT",
-        steps=("extension", "import", "reindex", "verify", "auth"),
+        steps=("extension", "import", "auth", "storage", "reindex", "verify"),
         low=1,
         high=300,
     ),
@@ -304,6 +313,186 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="ROLE=ARN,...",
     ),
     _revision("auth_revision", "auth", None, "the auth step"),
+    # -- the storage step: storage-api's files into the stack's bucket -----------------------------
+    Setting(
+        "storage_source_path",
+        "string",
+        "",
+        "The file backend's directory (storage-api's FILE_STORAGE_BACKEND_PATH, e.g. "
+        "supabase/docker/volumes/storage) as readable where the step runs; naming it, or "
+        "`storage_source_bucket`, turns the storage step on.",
+        commands=STORAGE,
+        flag="--from-dir",
+        env="QCKSTRT_STORAGE_FILE_PATH",
+        key="storageSourcePath",
+        steps=("storage",),
+        input_name="source_path",
+        triggers=("storage",),
+        metavar="DIR",
+    ),
+    Setting(
+        "storage_source_bucket",
+        "string",
+        "",
+        "Instead of `storage_source_path`: the source storage-api's S3 bucket "
+        "(its GLOBAL_S3_BUCKET).",
+        commands=STORAGE,
+        flag="--from-s3",
+        env="QCKSTRT_STORAGE_SOURCE_BUCKET",
+        key="storageSourceBucket",
+        steps=("storage",),
+        input_name="source_bucket",
+        triggers=("storage",),
+        rule="bucket",
+        metavar="BUCKET",
+    ),
+    Setting(
+        "storage_source_endpoint",
+        "string",
+        "",
+        "Endpoint URL of an S3-compatible source store (MinIO, R2, ...); empty for AWS S3.",
+        commands=STORAGE,
+        flag="--source-s3-endpoint",
+        env="QCKSTRT_STORAGE_SOURCE_ENDPOINT",
+        key="storageSourceEndpoint",
+        steps=("storage",),
+        input_name="source_endpoint",
+        triggers=("storage",),
+        rule="url",
+        metavar="URL",
+    ),
+    Setting(
+        "storage_source_region",
+        "string",
+        "",
+        "Region of the source store; default: the stack's region, else us-east-1.",
+        commands=STORAGE,
+        flag="--source-s3-region",
+        env="QCKSTRT_STORAGE_SOURCE_REGION",
+        steps=("storage",),
+        input_name="source_region",
+        metavar="REGION",
+    ),
+    Setting(
+        "storage_source_secret_arn",
+        "string",
+        "",
+        "ARN of a secret holding {accessKeyId, secretAccessKey} of the source store (else the "
+        "environment's SOURCE_S3_ACCESS_KEY_ID and SOURCE_S3_SECRET_ACCESS_KEY; under "
+        "`pulumi up` the stack keeps them as a secret of its own).",
+        commands=STORAGE,
+        flag="--source-s3-secret-arn",
+        env="QCKSTRT_STORAGE_SOURCE_SECRET_ARN",
+        metavar="ARN",
+    ),
+    Setting(
+        "storage_source_global_bucket",
+        "string",
+        "stub",
+        "The file backend's GLOBAL_S3_BUCKET: the first directory under `storage_source_path`.",
+        commands=STORAGE,
+        flag="--source-global-bucket",
+        env="QCKSTRT_STORAGE_SOURCE_GLOBAL_BUCKET",
+        steps=("storage",),
+        input_name="source_global_bucket",
+        triggers=("storage",),
+        rule="tenant",
+        metavar="NAME",
+    ),
+    Setting(
+        "storage_source_tenant",
+        "string",
+        "",
+        "The source storage-api's TENANT_ID; default: `storage_tenant`.",
+        commands=STORAGE,
+        flag="--source-tenant",
+        env="QCKSTRT_STORAGE_SOURCE_TENANT",
+        steps=("storage",),
+        input_name="source_tenant",
+        triggers=("storage",),
+        rule="tenant",
+        metavar="TENANT",
+    ),
+    Setting(
+        "storage_bucket",
+        "string",
+        "",
+        "The bucket that receives storage-api's files (the stack output bucketName; under "
+        "`pulumi up`, the stack's bucket).",
+        commands=STORAGE,
+        flag="--storage-bucket",
+        env="QCKSTRT_STORAGE_BUCKET",
+        steps=("storage", "verify"),
+        input_name="bucket",
+        triggers=("storage",),
+        rule="bucket",
+        metavar="BUCKET",
+    ),
+    Setting(
+        "storage_tenant",
+        "string",
+        "stub",
+        "storage-api's TENANT_ID on AWS: the first segment of each file's key "
+        "(`<tenant>/<bucket>/<name>/<version>`); keep the source's (stub when self-hosted).",
+        commands=STORAGE,
+        flag="--storage-tenant",
+        env="QCKSTRT_STORAGE_TENANT",
+        key="storageTenantId",
+        steps=("storage", "verify"),
+        input_name="tenant",
+        triggers=("storage",),
+        rule="tenant",
+        metavar="TENANT",
+    ),
+    Setting(
+        "storage_workers",
+        "integer",
+        4,
+        "Objects the storage step copies (and checks) at once.",
+        commands=STORAGE,
+        flag="--storage-workers",
+        env="QCKSTRT_STORAGE_WORKERS",
+        steps=("storage",),
+        input_name="workers",
+        low=1,
+        high=64,
+    ),
+    Setting(
+        "allow_missing_objects",
+        "boolean",
+        False,
+        "Copy the other files when some objects' bytes are missing at the source (listed in "
+        "the report and the step's outputs) instead of failing the step.",
+        commands=STORAGE,
+        flag="--allow-missing-objects",
+        env="QCKSTRT_STORAGE_ALLOW_MISSING",
+        key="storageAllowMissing",
+        steps=("storage", "verify"),
+        input_name="allow_missing",
+        triggers=("storage",),
+    ),
+    Setting(
+        "file_version_separator",
+        "boolean",
+        False,
+        "storage-api runs with TUS_USE_FILE_VERSION_SEPARATOR=true: its keys put -$v- between "
+        "an object's name and version, not /.",
+        commands=STORAGE,
+        flag="--file-version-separator",
+        env="QCKSTRT_STORAGE_FILE_VERSION_SEPARATOR",
+        steps=("storage", "verify"),
+        triggers=("storage",),
+    ),
+    _revision("storage_revision", "storage", None, "the storage copy"),
+    Setting(
+        "storage_check",
+        "boolean",
+        False,
+        "Copy nothing: check that every row's bytes are at its key in `storage_bucket` (and, "
+        "given a target, that its storage.objects matches the source's).",
+        commands=("storage",),
+        flag="--check",
+    ),
     # -- step 3: re-index -------------------------------------------------------------------------
     Setting(
         "model",
@@ -638,9 +827,35 @@ def _check_string(s: Setting, value: Any) -> Problem | None:
         return Problem(
             s.name, f"`{s.name}` {value!r} is neither S3 nor a path", "use s3://bucket/prefix"
         )
+    if s.rule in ("bucket", "tenant", "url") and value:
+        return _check_storage_name(s, value)
+    if s.rule in ("bucket", "tenant") and s.default:
+        return Problem(s.name, f"`{s.name}` is empty", f"use {s.default!r} or another name")
     if s.name == "index_name" and len(value) > IDENTIFIER_MAX:
         return Problem(
             s.name, f"`{s.name}` {value!r} is longer than {IDENTIFIER_MAX} characters", "shorten it"
+        )
+    return None
+
+
+def _check_storage_name(s: Setting, value: str) -> Problem | None:
+    """A bucket, a tenant id (one key segment, not the dumps' prefix) or an endpoint URL."""
+    if s.rule == "bucket" and not BUCKET.fullmatch(value):
+        return Problem(
+            s.name,
+            f"`{s.name}` {value!r} is not an S3 bucket name",
+            "use 3 to 63 lowercase letters, digits, dots and hyphens",
+        )
+    if s.rule == "tenant" and (not TENANT.fullmatch(value) or value == RESERVED_PREFIX):
+        return Problem(
+            s.name,
+            f"`{s.name}` {value!r} is not one key segment other than {RESERVED_PREFIX} (the "
+            "prefix of the bucket's expiring dumps)",
+            "use the source's TENANT_ID (stub on self-hosted Supabase)",
+        )
+    if s.rule == "url" and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        return Problem(
+            s.name, f"`{s.name}` {value!r} is not an http(s) URL", "use e.g. http://minio:9000"
         )
     return None
 
@@ -682,6 +897,7 @@ def cross_check(values: Mapping[str, Any]) -> list[Problem]:
                 "raise it, or lower hnsw m (64 and 16 are pgvector's defaults)",
             )
         )
+    found += _cross_check_storage(values)
     model, dims = values.get("model"), _whole(values.get("dimensions"))
     if isinstance(model, str) and dims is not None:
         expected = known_dimensions(model)
@@ -694,6 +910,29 @@ def cross_check(values: Mapping[str, Any]) -> list[Problem]:
                 )
             )
     return found
+
+
+def _cross_check_storage(values: Mapping[str, Any]) -> list[Problem]:
+    """One source backend for the storage step; an endpoint only for an S3 one."""
+    path, bucket = values.get("storage_source_path"), values.get("storage_source_bucket")
+    endpoint = values.get("storage_source_endpoint")
+    if path and bucket:
+        return [
+            Problem(
+                "storage_source_path",
+                "both `storage_source_path` and `storage_source_bucket` are set",
+                "name one source backend: the file backend's directory or its S3 bucket",
+            )
+        ]
+    if endpoint and "storage_source_bucket" in values and not bucket:
+        return [
+            Problem(
+                "storage_source_endpoint",
+                "`storage_source_endpoint` is set without `storage_source_bucket`",
+                "name the source bucket too, or leave the endpoint empty",
+            )
+        ]
+    return []
 
 
 # ---------------------------------------------------------------------------------------------

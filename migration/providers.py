@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pulumi
 from psycopg import conninfo
@@ -40,6 +40,9 @@ from migration import options
 from migration.connection import DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, Endpoint
 from migration.errors import ConfigError, ConnectionFailed, MigrationError, VerificationFailed
 from migration.progress import LogReporter
+
+if TYPE_CHECKING:
+    from migration.storage_verify import StorageCheckReport
 
 #: Bump when a provider's semantics change: a changed ``provider_version`` re-runs the step.
 PROVIDER_VERSION = "1"
@@ -547,7 +550,126 @@ class MigrationCheckProvider(_StepProvider):
             "tables": len(report.tables),
             "rows": sum(t.source_rows for t in report.tables),
             "import_state": report.import_state,
+            **self._storage(props, source, secrets, reporter),
         }, True
+
+    def _storage(
+        self, props: Mapping[str, Any], source: Endpoint, secrets: _Secrets, rep: LogReporter
+    ) -> dict[str, Any]:
+        """With the storage step in the stack (a ``bucket``): its files, checked again."""
+        from migration.storage_copy import StorageCopySettings
+
+        if not props.get("bucket"):
+            return {}
+        settings: StorageCopySettings = library_options(StorageCopySettings, props, self.STEP_ID)
+        client = _s3(_bucket_region(props))
+        # Its own call after verify(), not inside it: the files are storage-api's, not tables.
+        from migration.storage_verify import check_objects
+
+        checked = check_objects(source, settings, client, _target(props, secrets), rep)
+        return _check_outputs(checked)
+
+
+class StorageCopyProvider(_StepProvider):
+    """The storage step: storage-api's files into the stack's bucket at its S3 keys, then checked.
+
+    The rows of ``storage.objects`` come from the source and the bytes go to S3; after the copy
+    every row's bytes are checked at their key (size, the copy's fingerprint) and the rows'
+    count, bytes and checksum against the target's ``storage.objects`` when the import carried
+    it (`migration.storage_verify`). Re-running is cheap and safe (objects already in the bucket
+    are skipped), so it re-runs when the import's ``run_id`` changes (``after``).
+    """
+
+    STEP = "storage copy"
+    STEP_ID = "storage"
+    TRIGGERS = ("provider_version", *options.triggers(STEP_ID), "after")
+    DEFAULTS = {**options.input_defaults(STEP_ID), "after": {}}
+
+    def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
+        _check_arn(news, "source_secret_arn", failures, required=True)
+        _check_arn(news, "source_credentials_secret_arn", failures, required=False)
+        path, bucket = news.get("source_path"), news.get("source_bucket")
+        if _known(path) and _known(bucket) and not path and not bucket:
+            failures.append(
+                CheckFailure(
+                    "source_path",
+                    "no source backend: set source_path (the file backend's directory where "
+                    "pulumi runs) or source_bucket (its S3 bucket)",
+                )
+            )
+        target = news.get("bucket")
+        if _known(target) and not target:
+            failures.append(CheckFailure("bucket", "bucket is empty: the stack's bucket is needed"))
+
+    def _id(self, props: Mapping[str, Any]) -> str:
+        return f"storage:{props.get('bucket', '')}/{props.get('tenant', '')}"
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        where = f"s3://{props.get('bucket', '?')}/{props.get('tenant', '?')}/"
+        pulumi.log.info(f"{self.STEP}: removed from the stack; the files in {where} are kept")
+
+    def _run(
+        self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
+    ) -> tuple[dict[str, Any], bool]:
+        from migration.storage_copy import StorageCopySettings
+        from migration.storage_sources import SourceSettings, credentials_from_json
+        from migration.storage_verify import copy_and_check
+
+        source_db = _source(props, secrets)
+        assert source_db is not None  # check() requires source_secret_arn
+        settings: StorageCopySettings = library_options(StorageCopySettings, props, self.STEP_ID)
+        spec: SourceSettings = library_options(SourceSettings, props, self.STEP_ID)
+        credentials = None
+        if arn := props.get("source_credentials_secret_arn"):
+            credentials = credentials_from_json(read_secret(str(arn)), f"secret {arn}")
+            secrets.remember(credentials.secret_access_key)
+            secrets.remember(credentials.session_token or "")
+        region = _bucket_region(props)
+        source = spec.open(settings.tenant, settings.separator, credentials, region)
+        client = _s3(region)
+        target = _target(props, secrets)
+        report = copy_and_check(source_db, source, settings, client, target, reporter)
+        assert report.check is not None
+        return {
+            "source": source_db.identity(),
+            "source_backend": source.describe(),
+            "objects": report.objects,
+            "copied": report.copied,
+            "already_there": report.already_there,
+            "bytes_copied": report.bytes_copied,
+            "bytes_total": report.bytes_total,
+            "missing": list(report.missing),
+            **_check_outputs(report.check),
+        }, report.copied > 0
+
+
+def _bucket_region(props: Mapping[str, Any]) -> str | None:
+    region = str(props.get("region") or "") or None
+    if region:
+        import os
+
+        # boto3 picks the bucket's region from here; pulumi's aws:region is not in the env.
+        os.environ.setdefault("AWS_DEFAULT_REGION", region)
+    return region
+
+
+def _s3(region: str | None) -> Any:
+    import boto3
+
+    return boto3.client("s3", region_name=region)
+
+
+def _check_outputs(checked: StorageCheckReport) -> dict[str, Any]:
+    """The storage check as outputs: what was compared, and that it matched."""
+    return {
+        "storage_rows": checked.source.objects,
+        "storage_rows_bytes": checked.source.bytes,
+        "storage_rows_checksum": checked.source.checksum,
+        "objects_in_bucket": checked.in_bucket,
+        "bytes_in_bucket": checked.bytes_in_bucket,
+        "target_rows_compared": checked.target is not None,
+        "storage_checked": checked.ok,
+    }
 
 
 class _ScrubbingStore:
@@ -823,8 +945,11 @@ class MigrationCheck(_StepResource, module="qckstrt", name="MigrationCheck"):
         schemas: list[str] | None = None,
         revision: int = 0,
         table: str = options.DEFAULT_TABLE,
+        storage: tuple[pulumi.Input[str], StorageOptions] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """:param storage: the stack's bucket and the storage step's options, when the stack
+        has that step: the check then looks at the files again after the re-index."""
         inputs = {
             **connection.inputs(),
             "source_secret_arn": source_secret_arn,
@@ -833,7 +958,9 @@ class MigrationCheck(_StepResource, module="qckstrt", name="MigrationCheck"):
             "table": table,
             "after": dict(after),
         }
-        outputs = ("ok", "tables", "rows", "import_state")
+        if storage is not None:
+            inputs.update(storage[1].check_inputs(), bucket=storage[0])
+        outputs = ("ok", "tables", "rows", "import_state", *_STORAGE_CHECK_OUTPUTS)
         super().__init__(MigrationCheckProvider(), name, inputs, outputs, opts)
 
 
@@ -881,10 +1008,97 @@ class AuthStep(_StepResource, module="qckstrt", name="AuthStep"):
         super().__init__(AuthStepProvider(), name, inputs, outputs, opts)
 
 
+@dataclass
+class StorageOptions:
+    """The storage step's settings as the stack configures them; field = input name, defaults
+    and validation from ``migration.options``. The bucket is the stack's (an output), passed
+    apart; the source store's keys go by secret ARN."""
+
+    source_path: str = _default("storage_source_path")
+    source_bucket: str = _default("storage_source_bucket")
+    source_endpoint: str = _default("storage_source_endpoint")
+    source_region: str = _default("storage_source_region")
+    source_global_bucket: str = _default("storage_source_global_bucket")
+    source_tenant: str = _default("storage_source_tenant")
+    tenant: str = _default("storage_tenant")
+    workers: int = _default("storage_workers")
+    allow_missing: bool = _default("allow_missing_objects")
+    file_version_separator: bool = _default("file_version_separator")
+    revision: int = _default("storage_revision")
+
+    def inputs(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check_inputs(self) -> dict[str, Any]:
+        """What the check (step 4) needs to look at the files again."""
+        return {
+            s.input: getattr(self, s.input)
+            for s in options.for_step("verify")
+            if "storage" in s.steps and hasattr(self, s.input)
+        }
+
+
+_STORAGE_CHECK_OUTPUTS = (
+    "storage_rows",
+    "storage_rows_bytes",
+    "storage_rows_checksum",
+    "objects_in_bucket",
+    "bytes_in_bucket",
+    "target_rows_compared",
+    "storage_checked",
+)
+
+
+class StorageCopy(_StepResource, module="qckstrt", name="StorageCopy"):
+    """The storage step as a resource; `after` carries the import's ``run_id``.
+
+    It dials the target (``connection``) only to compare its ``storage.objects`` with the
+    source's rows after the copy.
+    """
+
+    objects: pulumi.Output[int]
+    copied: pulumi.Output[int]
+
+    def __init__(
+        self,
+        name: str,
+        connection: Connection,
+        source_secret_arn: pulumi.Input[str],
+        bucket: pulumi.Input[str],
+        region: str,
+        options: StorageOptions,
+        credentials_secret_arn: pulumi.Input[str] = "",
+        after: Mapping[str, pulumi.Input[str]] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        inputs = {
+            **connection.inputs(),
+            "source_secret_arn": source_secret_arn,
+            "source_credentials_secret_arn": credentials_secret_arn,
+            "bucket": bucket,
+            "region": region,
+            **options.inputs(),
+            "after": dict(after or {}),
+        }
+        outputs = (
+            "source",
+            "source_backend",
+            "objects",
+            "copied",
+            "already_there",
+            "bytes_copied",
+            "bytes_total",
+            "missing",
+            *_STORAGE_CHECK_OUTPUTS,
+        )
+        super().__init__(StorageCopyProvider(), name, inputs, outputs, opts)
+
+
 PROVIDERS: dict[str, Callable[[], _StepProvider]] = {
     "PgvectorExtension": PgvectorExtensionProvider,
     "DataImport": DataImportProvider,
     "Reindex": ReindexProvider,
     "MigrationCheck": MigrationCheckProvider,
     "AuthStep": AuthStepProvider,
+    "StorageCopy": StorageCopyProvider,
 }

@@ -5,9 +5,12 @@ so "run" only has to order them, name them ("step 2/4: import"), stop at the fir
 the step's name, and hold the target's lock across all four so that no other run slips in
 between them. A second `run` on a migrated target does nothing and still passes verification.
 Order: pgvector, import, re-index, verify (verification leaves the embedding column out, since
-the re-index rewrites it; it runs last so that it checks the final state). The auth step
-(GoTrue's schema and Supabase's roles) is opt-in: with `RunOptions.auth_store` set it runs after
-the import and before the re-index.
+the re-index rewrites it; it runs last so that it checks the final state). Two steps are opt-in
+and run after the import and before the re-index, auth first: the auth step (GoTrue's schema and
+Supabase's roles) with `RunOptions.auth_store` set, and the storage step (schema storage and
+storage-api's files into the bucket) with `RunOptions.storage` set; it checks what it copied, and
+after `verify` a last step checks the files again against the source's rows
+(`migration.storage_verify`, beside `verify`, not in it).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migration.connection import Endpoint
 from migration.errors import MigrationError, VerificationFailed
@@ -24,6 +27,10 @@ from migration.options import option, validate
 from migration.progress import NullReporter, Reporter
 from migration.reindex import ReindexSettings
 from migration.roles import PasswordStore
+
+if TYPE_CHECKING:
+    from migration.storage_copy import StorageCopySettings
+    from migration.storage_sources import Source
 
 STEPS = ("pgvector", "import", "re-index", "verify")
 
@@ -35,6 +42,23 @@ class RunFailed(MigrationError):
         super().__init__(message, setting=setting)
         self.result = result
         self.report = result.as_dict()
+
+
+@dataclass
+class StorageStep:
+    """The opt-in storage step: where the files are and where they go.
+
+    :param client: a boto3 S3 client for the stack's bucket (default: ``boto3.client("s3")``).
+    """
+
+    source: Source
+    settings: StorageCopySettings
+    client: Any = None
+
+    def s3(self) -> Any:
+        import boto3
+
+        return self.client or boto3.client("s3")
 
 
 @dataclass
@@ -56,18 +80,21 @@ class RunOptions:
     lock_wait_seconds: float = option("lock_wait_seconds")
     #: Where the auth step keeps the service roles' passwords; None: no auth step.
     auth_store: PasswordStore | None = None
+    storage: StorageStep | None = None
 
     def __post_init__(self) -> None:
         validate(self)
 
     def steps(self) -> tuple[str, ...]:
-        """The steps this run takes, in order (auth, after the import, only when asked for)."""
-        if self.auth_store is None:
-            return STEPS
-        return ("pgvector", "import", "auth", "re-index", "verify")
+        """The steps this run takes, in order (auth and storage only when asked for)."""
+        optional = (("auth", self.auth_store), ("storage", self.storage))
+        middle = tuple(name for name, wanted in optional if wanted is not None)
+        checks = ("file check",) if self.storage is not None else ()
+        return ("pgvector", "import", *middle, "re-index", "verify", *checks)
 
 
-#: A step's own report: ExtensionReport, ImportReport, AuthReport, ReindexReport or VerifyReport.
+#: A step's own report: ExtensionReport, ImportReport, AuthReport, StorageCopyReport,
+#: ReindexReport, VerifyReport or StorageCheckReport.
 StepReport = Any
 
 
@@ -128,6 +155,22 @@ def _auth(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> A
     return carry_auth(source, target, o.auth_store, options, rep)
 
 
+def _storage(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    from migration.storage_verify import copy_and_check
+
+    assert o.storage is not None
+    storage = o.storage
+    return copy_and_check(source, storage.source, storage.settings, storage.s3(), target, rep)
+
+
+def _check_files(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    """After `verify`: every row's bytes still at its key, the rows against the target's."""
+    from migration.storage_verify import check_objects
+
+    assert o.storage is not None
+    return check_objects(source, o.storage.settings, o.storage.s3(), target, rep)
+
+
 def _reindex(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
     from migration.reindex import reindex
 
@@ -145,6 +188,8 @@ def _summary(report: StepReport) -> str:
     from migration.auth import AuthReport
     from migration.extension import ExtensionReport
     from migration.reindex import ReindexReport
+    from migration.storage_copy import StorageCopyReport
+    from migration.storage_verify import StorageCheckReport
     from migration.transfer import ImportReport
 
     if isinstance(report, ExtensionReport):
@@ -164,6 +209,18 @@ def _summary(report: StepReport) -> str:
         users = report.tables.get("auth.users", 0)
         done = "already carried; nothing to do" if report.already_complete else "carried"
         return f"schema auth {done}: {len(report.tables)} tables, {users:,} users"
+    if isinstance(report, StorageCopyReport):
+        missing = f", {len(report.missing)} missing (accepted)" if report.missing else ""
+        return (
+            f"{report.objects:,} files in s3://{report.bucket}/{report.tenant}/: "
+            f"{report.copied:,} copied, {report.already_there:,} already there{missing}"
+            + ("; checked" if report.check is not None else "")
+        )
+    if isinstance(report, StorageCheckReport):
+        return (
+            f"{report.in_bucket:,} of {report.source.objects:,} files at their keys, "
+            f"{report.bytes_in_bucket / 1e6:,.1f} MB; sizes and fingerprints match"
+        )
     if isinstance(report, ReindexReport):
         index = report.index
         rate = f"{report.chunks_per_second:.1f}/s" if report.rows_embedded else "all current"
@@ -180,8 +237,10 @@ _FUNCTIONS: dict[str, Step] = {
     "pgvector": _extension,
     "import": _import,
     "auth": _auth,
+    "storage": _storage,
     "re-index": _reindex,
     "verify": _verify,
+    "file check": _check_files,
 }
 
 
@@ -191,7 +250,7 @@ def run_all(
     options: RunOptions | None = None,
     reporter: Reporter | None = None,
 ) -> RunReport:
-    """Run pgvector setup, import, re-index and verification, in that order.
+    """Run pgvector setup, import, (the storage step,) re-index and verification, in order.
 
     :raises TargetBusy: another run holds the target (after `lock_wait_seconds`).
     :raises VerificationFailed: step 4 found a difference; carries the run's report.

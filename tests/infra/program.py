@@ -135,6 +135,8 @@ class AwsMocks(pulumi_mocks.Mocks):
             state.setdefault("name", f"{name}-pg")
         elif t == "aws:rds/subnetGroup:SubnetGroup":
             state.setdefault("name", f"{name}-sng")
+        elif t == "aws:iam/policy:Policy":
+            state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:policy/{args.inputs['name']}")
         elif t == "aws:iam/role:Role":
             state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:role/{name}", name=name)
         elif t == "aws:iam/instanceProfile:InstanceProfile":

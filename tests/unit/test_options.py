@@ -17,10 +17,12 @@ from pulumi.output import Unknown
 from infra.settings import KEYS, KEYS_BY_NAME, MigrationSettings
 from migration import cli, options
 from migration.errors import ConfigError
-from migration.providers import PROVIDER_VERSION, PROVIDERS, ReindexOptions
+from migration.providers import PROVIDER_VERSION, PROVIDERS, ReindexOptions, StorageOptions
 from migration.reindex import ReindexSettings
 from migration.roles import LOGIN_ROLES
 from migration.run import RunOptions
+from migration.storage_copy import StorageCopySettings
+from migration.storage_sources import SourceSettings
 from migration.transfer import ImportOptions
 
 MASTER_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1-AbCdEf"
@@ -31,6 +33,7 @@ STEP_OF = {
     "Reindex": "reindex",
     "MigrationCheck": "verify",
     "AuthStep": "auth",
+    "StorageCopy": "storage",
 }
 #: Provider inputs that are wiring from the rest of the stack, not settings.
 WIRING = {
@@ -44,6 +47,13 @@ WIRING = {
     "region",
     "after",
     "password_secret_arns",
+    "source_credentials_secret_arn",
+}
+#: Inputs a kind needs besides the connection for `check` to pass (the storage step's backend,
+#: the auth step's password secrets).
+REQUIRED: dict[str, dict[str, Any]] = {
+    "StorageCopy": {"bucket": "stack-bucket", "source_path": "/srv/storage"},
+    "AuthStep": {"password_secret_arns": dict.fromkeys(LOGIN_ROLES, SOURCE_ARN)},
 }
 #: Stack keys of the data steps (the rest of Pulumi.yaml is infrastructure).
 #: What must change together with a setting for the change to be valid.
@@ -51,9 +61,11 @@ COMPANIONS: dict[str, dict[str, Any]] = {
     "import_revision": {"on_existing": "replace"},
     "schemas": {"on_existing": "replace"},
     "dimensions": {"model": "BAAI/bge-base-en-v1.5"},
+    "storage_source_bucket": {"source_path": ""},
+    "storage_source_endpoint": {"source_path": "", "source_bucket": "old-bucket"},
 }
-STEP_KEY_PREFIXES = ("migration", "reindex", "hnsw", "vector", "embedding")
-NOT_STEP_KEYS = {"migrationObjectExpirationDays"}
+STEP_KEY_PREFIXES = ("migration", "reindex", "hnsw", "vector", "embedding", "storage")
+NOT_STEP_KEYS = {"migrationObjectExpirationDays", "storageSourceCredentials"}
 
 
 def _sample(s: options.Setting) -> Any:
@@ -74,6 +86,8 @@ def _sample(s: options.Setting) -> Any:
         "device": "cuda:1",
         "model": "BAAI/bge-small-en-v1.5",
         "backup": "s3://bucket/prefix",
+        "bucket": "some-bucket",
+        "url": "http://minio:9000",
     }.get(s.rule, "some_name")
 
 
@@ -85,9 +99,15 @@ def _bad(s: options.Setting) -> Any:
         return (s.high or 0) + 1 if s.high is not None else None
     if s.type == "array":
         return []
-    return {"identifier": "x" * 64, "device": "tpu", "model": " ", "backup": "ftp://h/x"}.get(
-        s.rule
-    )
+    return {
+        "identifier": "x" * 64,
+        "device": "tpu",
+        "model": " ",
+        "backup": "ftp://h/x",
+        "bucket": "Not_A_Bucket",
+        "tenant": "migration",
+        "url": "ftp://h",
+    }.get(s.rule)
 
 
 def _as_text(value: Any) -> str:
@@ -217,11 +237,7 @@ def _news(kind: str, **inputs: Any) -> dict[str, Any]:
         "database": "qckstrt",
         "master_secret_arn": MASTER_ARN,
         "source_secret_arn": SOURCE_ARN,
-        **(
-            {"password_secret_arns": dict.fromkeys(LOGIN_ROLES, SOURCE_ARN)}
-            if kind == "AuthStep"
-            else {}
-        ),
+        **REQUIRED.get(kind, {}),
         **inputs,
     }
 
@@ -264,18 +280,23 @@ def test_provider_check_and_diff_follow_each_declaration(
         assert [f.property for f in failures] == [setting.input]
 
 
-def test_reindex_resource_options_are_the_declared_inputs() -> None:
-    fields = {f.name for f in dataclasses.fields(ReindexOptions)}
-    assert fields <= {s.input for s in options.for_step("reindex")}
-    assert ReindexOptions().inputs() == {
-        s.input: s.default for s in options.for_step("reindex") if s.input in fields
+@pytest.mark.parametrize(
+    ("cls", "step"), [(ReindexOptions, "reindex"), (StorageOptions, "storage")]
+)
+def test_resource_options_are_the_declared_inputs(cls: Any, step: str) -> None:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    assert fields <= {s.input for s in options.for_step(step)}
+    assert cls().inputs() == {
+        s.input: s.default for s in options.for_step(step) if s.input in fields
     }
 
 
 # --- the library's option dataclasses --------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [ImportOptions, ReindexSettings, RunOptions])
+@pytest.mark.parametrize(
+    "cls", [ImportOptions, ReindexSettings, RunOptions, StorageCopySettings, SourceSettings]
+)
 def test_library_options_take_declared_defaults_and_validation(cls: Any) -> None:
     declared = options.declared_fields(cls)
     assert declared, cls
@@ -335,6 +356,12 @@ STACK_VALUES: dict[str, Any] = {
     "reindexRevision": 3,
     "hnswM": 24,
     "hnswEfConstruction": 96,
+    # The storage step (from an S3-compatible source; a path would be the other backend).
+    "storageSourcePath": "",
+    "storageSourceBucket": "old-storage",
+    "storageSourceEndpoint": "http://minio:9000",
+    "storageTenantId": "prod-tenant",
+    "storageAllowMissing": True,
 }
 
 
