@@ -42,11 +42,48 @@ from migration.roles import SERVICE_ROLES, PasswordStore, RolesReport, ensure_ro
 from migration.supabase import LeftOut
 from migration.transfer import ImportOptions, _filter_toc, import_database
 
-AUTH_SCHEMA = "auth"
-OWNER = "supabase_auth_admin"
-STATE_SCHEMA = "qckstrt_migrate_auth"
-_OWNERS_STEP = "auth:owners-and-grants"
-_APP_STEP = "auth:application-objects"
+
+@dataclass(frozen=True)
+class ServiceSchema:
+    """A Supabase service's schema, carried faithfully and owned by the service's admin role.
+
+    :param name: the schema (`auth` for GoTrue, `storage` for storage-api).
+    :param owner: the role the service migrates as; it owns every object in the schema.
+    :param state_schema: the target schema keeping this carry's progress (its own, so the
+        carry resumes like the import without touching the import's).
+    :param marks: tables whose presence on the source says the service's schema is there.
+    :param service: the service's name, for messages.
+    """
+
+    name: str
+    owner: str
+    state_schema: str
+    marks: tuple[str, ...]
+    service: str
+
+    @property
+    def owners_step(self) -> str:
+        return f"{self.name}:owners-and-grants"
+
+    @property
+    def app_step(self) -> str:
+        return f"{self.name}:application-objects"
+
+
+AUTH = ServiceSchema(
+    "auth", "supabase_auth_admin", "qckstrt_migrate_auth", ("users", "schema_migrations"), "GoTrue"
+)
+STORAGE = ServiceSchema(
+    "storage",
+    "supabase_storage_admin",
+    "qckstrt_migrate_storage",
+    ("buckets", "objects", "migrations"),
+    "storage-api",
+)
+SERVICE_SCHEMAS = (AUTH, STORAGE)
+AUTH_SCHEMA = AUTH.name
+OWNER = AUTH.owner
+STATE_SCHEMA = AUTH.state_schema
 
 
 @dataclass
@@ -81,6 +118,7 @@ class AuthReport:
     """The outcome of the auth step; `as_dict` is JSON-able and holds no password."""
 
     roles: RolesReport
+    schema: str = AUTH.name
     tables: dict[str, int] = field(default_factory=dict)
     already_complete: bool = False
     owners_changed: int = 0
@@ -110,52 +148,109 @@ def carry_auth(
     :raises PreflightError, ConfigError: before anything is written.
     :raises ImportFailed: while working; a re-run resumes.
     """
+    return carry_service_schema(source, target, AUTH, store, options, reporter)
+
+
+def carry_service_schema(
+    source: Endpoint,
+    target: Endpoint,
+    spec: ServiceSchema,
+    store: PasswordStore | None,
+    options: AuthOptions | None = None,
+    reporter: Reporter | None = None,
+) -> AuthReport:
+    """Carry a Supabase service's schema (`spec`), owned by its admin role (resumable).
+
+    The same machinery for `auth` (GoTrue, ``supabase_auth_admin``) and `storage`
+    (storage-api, ``supabase_storage_admin``): so both keep their functions, triggers, foreign
+    keys, row level security, migrations rows, owner and grants.
+
+    :param store: where the login roles' passwords are kept; with it the service roles are
+        made or aligned first. None: the roles must exist already (the auth step made them).
+    :raises PreflightError, ConfigError: before anything is written.
+    :raises ImportFailed: while working; a re-run resumes.
+    """
     opts = options or AuthOptions()
     rep = reporter or NullReporter()
+    if spec.name in opts.app_schemas:
+        raise ConfigError(
+            f"`schemas` names {spec.name}, which the {spec.service} carry takes itself: "
+            "leave it out",
+            setting="schemas",
+        )
     with target_lock(target, opts.lock_wait_seconds):
-        return _carry(source, target, store, opts, rep)
+        return _carry(source, target, spec, store, opts, rep)
 
 
-def _refuse_non_gotrue(source: Endpoint) -> None:
-    """Stop before any role is made when the source has no GoTrue schema to carry."""
+def _refuse_missing_service(source: Endpoint, spec: ServiceSchema) -> None:
+    """Stop before any role is made when the source has no such service schema to carry."""
+    names = [f"{spec.name}.{t}" for t in spec.marks]
     with source.connect() as conn:
         row = conn.execute(
-            "SELECT to_regclass('auth.users') IS NOT NULL "
-            "AND to_regclass('auth.schema_migrations') IS NOT NULL"
+            "SELECT bool_and(to_regclass(n) IS NOT NULL) FROM unnest(%s::text[]) n", (names,)
         ).fetchone()
     if row is None or not row[0]:
         raise PreflightError(
-            f"the source {source.masked} has no GoTrue schema (auth.users and "
-            "auth.schema_migrations): check the source URL, or leave the auth step out; "
-            "nothing was changed"
+            f"the source {source.masked} has no {spec.service} schema ({', '.join(names)}): "
+            f"check the source URL, or leave the {spec.name} step out; nothing was changed"
         )
+
+
+def _existing_roles(tconn: Conn, rep: Reporter) -> RolesReport:
+    """Without a password store: the service roles must be there already (made by the auth
+    step), else stop before anything is written, naming them."""
+    wanted = {r.name for r in SERVICE_ROLES}
+    missing = sorted(wanted - grants.existing_roles(tconn, wanted))
+    if missing:
+        raise PreflightError(
+            f"the target lacks Supabase's service roles {', '.join(missing)}: run the auth step "
+            "first (it makes them, passwords in Secrets Manager); nothing was changed"
+        )
+    rep.info("service roles present (made by the auth step)")
+    return RolesReport()
+
+
+def _carried_before(tconn: Conn, spec: ServiceSchema) -> frozenset[str]:
+    """The other service schemas already carried to the target (their references may stay)."""
+    others = [s for s in SERVICE_SCHEMAS if s is not spec]
+    return frozenset(s.name for s in others if state.read(tconn, s.state_schema) is not None)
 
 
 def _carry(
-    source: Endpoint, target: Endpoint, store: PasswordStore, opts: AuthOptions, rep: Reporter
+    source: Endpoint,
+    target: Endpoint,
+    spec: ServiceSchema,
+    store: PasswordStore | None,
+    opts: AuthOptions,
+    rep: Reporter,
 ) -> AuthReport:
-    _refuse_non_gotrue(source)
+    _refuse_missing_service(source, spec)
     with target.connect(autocommit=True) as tconn:
-        roles = ensure_roles(tconn, store, rep)
+        if store is not None:
+            roles = ensure_roles(tconn, store, rep)
+        else:
+            roles = _existing_roles(tconn, rep)
         tconn.execute(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
-                sql.Identifier(AUTH_SCHEMA), sql.Identifier(OWNER)
+                sql.Identifier(spec.name), sql.Identifier(spec.owner)
             )
         )
+        before = _carried_before(tconn, spec)
     imported = import_database(
         source,
         target,
         ImportOptions(
-            schemas=[AUTH_SCHEMA],
+            schemas=[spec.name],
             jobs=opts.jobs,
             pg_dump=opts.pg_dump,
             lock_wait_seconds=opts.lock_wait_seconds,
             retries=opts.retries,
-            state_schema=STATE_SCHEMA,
+            state_schema=spec.state_schema,
         ),
         rep,
     )
     report = AuthReport(
+        schema=spec.name,
         roles=roles,
         tables={f"{t.schema}.{t.table}": t.rows for t in imported.tables},
         left_out=[lo for lo in imported.left_out if lo.kind not in ("grants", "owners")],
@@ -163,17 +258,19 @@ def _carry(
     with source.connect() as snap, target.connect(autocommit=True) as tconn:
         snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         snap.read_only = True
-        run = state.read(tconn, STATE_SCHEMA)
+        run = state.read(tconn, spec.state_schema)
         done = run.steps if run is not None else set()
-        report.already_complete = imported.already_complete and {_OWNERS_STEP, _APP_STEP} <= done
-        if _OWNERS_STEP not in done:
-            _owners_and_grants(snap, tconn, report, rep)
-        if _APP_STEP not in done:
-            _application_objects(source, snap, tconn, opts.app_schemas, opts, report, rep)
+        steps = {spec.owners_step, spec.app_step}
+        report.already_complete = imported.already_complete and steps <= done
+        if spec.owners_step not in done:
+            _owners_and_grants(snap, tconn, spec, report, rep)
+        if spec.app_step not in done:
+            carried = (before, before | {spec.name})
+            _application_objects(source, snap, tconn, spec, carried, opts, report, rep)
         report.left_out += (
-            _grants_left_out(snap, tconn)
-            + _default_privileges(snap)
-            + _still_left_out(snap, tconn, opts.app_schemas)
+            _grants_left_out(snap, tconn, spec.name)
+            + _default_privileges(snap, spec.name)
+            + _still_left_out(snap, tconn, opts.app_schemas, before | {spec.name})
         )
     report.left_out += [
         LeftOut("role attribute", "BYPASSRLS of service_role", note)
@@ -185,26 +282,29 @@ def _carry(
     return report
 
 
-def _owners_and_grants(snap: Conn, tconn: Conn, report: AuthReport, rep: Reporter) -> None:
-    """Hand `auth` to its owner and replay the source's grants on it, with the step's row."""
+def _owners_and_grants(
+    snap: Conn, tconn: Conn, spec: ServiceSchema, report: AuthReport, rep: Reporter
+) -> None:
+    """Hand the schema to its owner and replay the source's grants on it, with the step's row."""
     with tconn.transaction():
-        report.owners_changed = grants.hand_over(tconn, AUTH_SCHEMA, OWNER)
-        applied, _ = grants.apply_grants(tconn, grants.source_grants(snap, [AUTH_SCHEMA]))
+        report.owners_changed = grants.hand_over(tconn, spec.name, spec.owner)
+        applied, _ = grants.apply_grants(tconn, grants.source_grants(snap, [spec.name]))
         report.grants += applied
-        state.step_done(tconn, _OWNERS_STEP, STATE_SCHEMA)
-    rep.info(f"auth: {report.owners_changed} objects owned by {OWNER}, {applied} grants")
+        state.step_done(tconn, spec.owners_step, spec.state_schema)
+    changed = report.owners_changed
+    rep.info(f"{spec.name}: {changed} objects owned by {spec.owner}, {applied} grants")
 
 
-def _grants_left_out(snap: Conn, tconn: Conn) -> list[LeftOut]:
-    """The source's grants on `auth` to roles the target does not have (every run says so)."""
-    wanted = {g.grantee for g in grants.source_grants(snap, [AUTH_SCHEMA])} - {"PUBLIC"}
+def _grants_left_out(snap: Conn, tconn: Conn, schema: str) -> list[LeftOut]:
+    """The source's grants on `schema` to roles the target does not have (every run says so)."""
+    wanted = {g.grantee for g in grants.source_grants(snap, [schema])} - {"PUBLIC"}
     missing = sorted(wanted - grants.existing_roles(tconn, wanted))
     if not missing:
         return []
     return [
         LeftOut(
             "grants",
-            f"grants on schema auth to {', '.join(missing)}",
+            f"grants on schema {schema} to {', '.join(missing)}",
             "these roles do not exist on the target (Supabase-internal)",
         )
     ]
@@ -218,14 +318,17 @@ def _application_objects(
     source: Endpoint,
     snap: Conn,
     tconn: Conn,
-    app_schemas: list[str],
+    spec: ServiceSchema,
+    carried: tuple[frozenset[str], frozenset[str]],
     opts: AuthOptions,
     report: AuthReport,
     rep: Reporter,
 ) -> None:
-    """Apply what the import left out only for want of `auth` or the service roles."""
-    before = supabase.classify(snap, app_schemas)
-    after = supabase.classify(snap, app_schemas, {AUTH_SCHEMA}, _target_roles(tconn))
+    """Apply what the import left out only for want of this schema or the service roles."""
+    app_schemas = opts.app_schemas
+    roles = _target_roles(tconn)
+    before = supabase.classify(snap, app_schemas, carried[0], roles if carried[0] else frozenset())
+    after = supabase.classify(snap, app_schemas, carried[1], roles)
     text, labels = "", list[str]()
     if before.keys() - after.keys():
         tools = find_pg_tools(server_major(snap), opts.pg_dump)
@@ -238,15 +341,17 @@ def _application_objects(
             applied, _ = grants.apply_grants(
                 tconn, grants.source_grants(snap, app_schemas), service
             )
-            state.step_done(tconn, _APP_STEP, STATE_SCHEMA)
+            state.step_done(tconn, spec.app_step, spec.state_schema)
     except psycopg.Error as exc:
         raise ImportFailed(
-            "putting back the application's objects that use auth failed: "
+            f"putting back the application's objects that use {spec.name} failed: "
             f"{exc.diag.message_primary or exc}; nothing of it was applied"
         ) from exc
     report.reapplied = labels
     report.grants += applied
-    rep.info(f"auth: put back {len(labels)} application objects, {applied} grants to API roles")
+    rep.info(
+        f"{spec.name}: put back {len(labels)} application objects, {applied} grants to API roles"
+    )
 
 
 def _schema_sql(
@@ -298,25 +403,27 @@ def _run(tools: PgTools, args: list[str], env: dict[str, str] | None = None) -> 
     return proc.stdout
 
 
-def _default_privileges(snap: Conn) -> list[LeftOut]:
-    """Supabase's ``ALTER DEFAULT PRIVILEGES`` in `auth` name its internal roles: not carried."""
+def _default_privileges(snap: Conn, schema: str) -> list[LeftOut]:
+    """Supabase's ``ALTER DEFAULT PRIVILEGES`` in a service schema: not carried."""
     rows = snap.execute(
         "SELECT DISTINCT pg_get_userbyid(d.defaclrole) FROM pg_default_acl d "
         "JOIN pg_namespace n ON n.oid = d.defaclnamespace WHERE n.nspname = %s ORDER BY 1",
-        (AUTH_SCHEMA,),
+        (schema,),
     ).fetchall()
     return [
         LeftOut(
             "default privileges",
-            f"for role {r[0]} in schema auth",
-            "they grant to Supabase-internal roles (postgres, dashboard_user); GoTrue does not "
-            "need them",
+            f"for role {r[0]} in schema {schema}",
+            "default privileges only shape objects created later; the carried objects have "
+            "their grants already, and a newer service's migrations grant what they add",
         )
         for r in rows
     ]
 
 
-def _still_left_out(snap: Conn, tconn: Conn, app_schemas: list[str]) -> list[LeftOut]:
-    """What the application schemas still leave behind with `auth` carried, and why."""
-    after = supabase.classify(snap, app_schemas, {AUTH_SCHEMA}, _target_roles(tconn))
+def _still_left_out(
+    snap: Conn, tconn: Conn, app_schemas: list[str], carried: frozenset[str]
+) -> list[LeftOut]:
+    """What the application schemas still leave behind with `carried` on the target, and why."""
+    after = supabase.classify(snap, app_schemas, carried, _target_roles(tconn))
     return sorted(after.values(), key=lambda lo: (lo.kind, lo.name))

@@ -275,12 +275,20 @@ def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> Any:
 
 
 def _cmd_storage(args: argparse.Namespace, rep: RichReporter) -> Any:
+    from migration import storage_cli
     from migration.storage_cli import cmd_storage
+    from migration.storage_schema import carry_for_storage_step
 
     target = None
     if args.target or os.environ.get("TARGET_DATABASE_URL"):
         target = _endpoint(args, "target")
-    return cmd_storage(args, _endpoint(args, "source"), target, rep)
+    source = _endpoint(args, "source")
+    if not args.storage_check:
+        storage_cli.open_source(args, storage_cli.copy_settings(args))  # bad input stops here
+        # Schema storage first (when the auth step made the roles), then the bytes.
+        schemas = list(getattr(args, "schemas", None) or ["public"])
+        carry_for_storage_step(source, target, None, schemas, rep)
+    return cmd_storage(args, source, target, rep)
 
 
 def _cmd_restore(args: argparse.Namespace, rep: RichReporter) -> Any:

@@ -612,6 +612,7 @@ class StorageCopyProvider(_StepProvider):
         self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
     ) -> tuple[dict[str, Any], bool]:
         from migration.storage_copy import StorageCopySettings
+        from migration.storage_schema import carry_for_storage_step
         from migration.storage_sources import SourceSettings, credentials_from_json
         from migration.storage_verify import copy_and_check
 
@@ -628,6 +629,8 @@ class StorageCopyProvider(_StepProvider):
         source = spec.open(settings.tenant, settings.separator, credentials, region)
         client = _s3(region)
         target = _target(props, secrets)
+        # Schema storage first, owned by supabase_storage_admin (the auth step made the roles).
+        carried = carry_for_storage_step(source_db, target, None, ["public"], reporter)
         report = copy_and_check(source_db, source, settings, client, target, reporter)
         assert report.check is not None
         return {
@@ -639,6 +642,7 @@ class StorageCopyProvider(_StepProvider):
             "bytes_copied": report.bytes_copied,
             "bytes_total": report.bytes_total,
             "missing": list(report.missing),
+            "schema_carried": carried is not None,
             **_check_outputs(report.check),
         }, report.copied > 0
 
@@ -1089,6 +1093,7 @@ class StorageCopy(_StepResource, module="qckstrt", name="StorageCopy"):
             "bytes_copied",
             "bytes_total",
             "missing",
+            "schema_carried",
             *_STORAGE_CHECK_OUTPUTS,
         )
         super().__init__(StorageCopyProvider(), name, inputs, outputs, opts)

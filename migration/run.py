@@ -156,10 +156,13 @@ def _auth(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> A
 
 
 def _storage(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    from migration.storage_schema import carry_for_storage_step
     from migration.storage_verify import copy_and_check
 
     assert o.storage is not None
     storage = o.storage
+    # Schema storage first (owned by supabase_storage_admin), then the bytes.
+    carry_for_storage_step(source, target, o.auth_store, o.schemas, rep, o.pg_dump)
     return copy_and_check(source, storage.source, storage.settings, storage.s3(), target, rep)
 
 

@@ -25,9 +25,7 @@ from migration.extension import setup_extension
 from migration.roles import LOGIN_ROLES, SecretsManagerStore
 from migration.transfer import import_database
 from tests.migration.conftest import Servers
-from tests.migration.supabase_auth import KNOWN_EMAIL, KNOWN_PASSWORD, AuthSource, auth_source
-
-__all__ = ["auth_source"]
+from tests.migration.supabase_auth import KNOWN_EMAIL, KNOWN_PASSWORD, AuthSource
 
 
 class Lines:
