@@ -312,6 +312,16 @@ SETTINGS: tuple[Setting, ...] = (
         env="QCKSTRT_AUTH_PASSWORD_SECRETS",
         metavar="ROLE=ARN,...",
     ),
+    Setting(
+        "auth_enabled",
+        "boolean",
+        False,
+        "Carry Supabase Auth in `pulumi up`: the stack declares one password secret per login "
+        "role (supabase_auth_admin, supabase_storage_admin, authenticator; filled by the step, "
+        "never in state) and the AuthStep after the import; the storage step then carries "
+        "schema storage too. The app-config secret names the roles' secrets.",
+        key="migrationAuth",
+    ),
     _revision("auth_revision", "auth", None, "the auth step"),
     # -- the storage step: storage-api's files into the stack's bucket -----------------------------
     Setting(
