@@ -551,7 +551,21 @@ class MigrationCheckProvider(_StepProvider):
             "rows": sum(t.source_rows for t in report.tables),
             "import_state": report.import_state,
             **self._storage(props, source, secrets, reporter),
+            **self._auth(source, _target(props, secrets), reporter),
         }, True
+
+    def _auth(self, source: Endpoint, target: Endpoint, rep: LogReporter) -> dict[str, Any]:
+        """When the auth step carried `auth` to the target: its users and identities compared."""
+        from migration.auth_verify import auth_carried, check_auth
+
+        if not auth_carried(target):
+            return {}
+        checked = check_auth(source, target, rep)
+        return {
+            "auth_users": checked.tables[0].source_rows,
+            "auth_identities": checked.tables[1].source_rows,
+            "auth_checked": checked.ok,
+        }
 
     def _storage(
         self, props: Mapping[str, Any], source: Endpoint, secrets: _Secrets, rep: LogReporter
@@ -964,7 +978,16 @@ class MigrationCheck(_StepResource, module="qckstrt", name="MigrationCheck"):
         }
         if storage is not None:
             inputs.update(storage[1].check_inputs(), bucket=storage[0])
-        outputs = ("ok", "tables", "rows", "import_state", *_STORAGE_CHECK_OUTPUTS)
+        outputs = (
+            "ok",
+            "tables",
+            "rows",
+            "import_state",
+            *_STORAGE_CHECK_OUTPUTS,
+            "auth_users",
+            "auth_identities",
+            "auth_checked",
+        )
         super().__init__(MigrationCheckProvider(), name, inputs, outputs, opts)
 
 

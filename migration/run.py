@@ -89,12 +89,15 @@ class RunOptions:
         """The steps this run takes, in order (auth and storage only when asked for)."""
         optional = (("auth", self.auth_store), ("storage", self.storage))
         middle = tuple(name for name, wanted in optional if wanted is not None)
-        checks = ("file check",) if self.storage is not None else ()
+        checks = (
+            *(("auth check",) if self.auth_store is not None else ()),
+            *(("file check",) if self.storage is not None else ()),
+        )
         return ("pgvector", "import", *middle, "re-index", "verify", *checks)
 
 
 #: A step's own report: ExtensionReport, ImportReport, AuthReport, StorageCopyReport,
-#: ReindexReport, VerifyReport or StorageCheckReport.
+#: ReindexReport, VerifyReport, AuthCheckReport or StorageCheckReport.
 StepReport = Any
 
 
@@ -166,6 +169,13 @@ def _storage(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -
     return copy_and_check(source, storage.source, storage.settings, storage.s3(), target, rep)
 
 
+def _check_auth(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    """After `verify`: GoTrue's users and identities, source against target."""
+    from migration.auth_verify import check_auth
+
+    return check_auth(source, target, rep)
+
+
 def _check_files(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
     """After `verify`: every row's bytes still at its key, the rows against the target's."""
     from migration.storage_verify import check_objects
@@ -189,6 +199,7 @@ def _verify(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
 def _summary(report: StepReport) -> str:
     """What a step did, in one line for the table (from the step's typed report)."""
     from migration.auth import AuthReport
+    from migration.auth_verify import AuthCheckReport
     from migration.extension import ExtensionReport
     from migration.reindex import ReindexReport
     from migration.storage_copy import StorageCopyReport
@@ -219,6 +230,8 @@ def _summary(report: StepReport) -> str:
             f"{report.copied:,} copied, {report.already_there:,} already there{missing}"
             + ("; checked" if report.check is not None else "")
         )
+    if isinstance(report, AuthCheckReport):
+        return ", ".join(f"{t.table} {t.target_rows:,} rows" for t in report.tables) + "; match"
     if isinstance(report, StorageCheckReport):
         return (
             f"{report.in_bucket:,} of {report.source.objects:,} files at their keys, "
@@ -243,6 +256,7 @@ _FUNCTIONS: dict[str, Step] = {
     "storage": _storage,
     "re-index": _reindex,
     "verify": _verify,
+    "auth check": _check_auth,
     "file check": _check_files,
 }
 

@@ -7,6 +7,7 @@ application schema, then the auth step, checked as GoTrue, PostgREST and an oper
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,8 +20,9 @@ from moto import mock_aws
 from psycopg import sql
 
 from migration.auth import STATE_SCHEMA, carry_auth
+from migration.auth_verify import check_auth
 from migration.connection import Endpoint
-from migration.errors import ImportFailed, PreflightError
+from migration.errors import ImportFailed, PreflightError, VerificationFailed
 from migration.extension import setup_extension
 from migration.roles import LOGIN_ROLES, SecretsManagerStore
 from migration.transfer import import_database
@@ -349,8 +351,19 @@ def test_auth_step_provider_checks_runs_and_keeps_passwords_out_of_its_outputs(
     assert provider.diff("auth", outs, {**checked.inputs, "jobs": 4}).changes is False
     assert provider.diff("auth", outs, {**checked.inputs, "after": "import-run-2"}).changes
 
+    # The stack's check after the re-index compares GoTrue's users and identities too.
+    from migration.providers import MigrationCheckProvider
 
-def test_cli_run_with_the_auth_step_does_five_steps_and_prints_no_password(
+    check_provider = MigrationCheckProvider()
+    check_news = {k: v for k, v in news.items() if k not in ("password_secret_arns", "after")}
+    check_inputs = check_provider.check({}, check_news).inputs
+    assert check_inputs is not None
+    verified = check_provider.create(check_inputs).outs
+    assert verified is not None and verified["ok"]
+    assert (verified["auth_users"], verified["auth_checked"]) == (12, True)
+
+
+def test_cli_run_with_the_auth_step_does_six_steps_and_prints_no_password(
     servers: Servers,
     auth_source: AuthSource,
     secrets_store: tuple[SecretsManagerStore, Any],
@@ -378,9 +391,13 @@ def test_cli_run_with_the_auth_step_does_five_steps_and_prints_no_password(
         ("auth", "done"),
         ("re-index", "done"),
         ("verify", "done"),
+        ("auth check", "done"),
     ]
-    assert "step 3/5: auth" in out.err
+    assert "step 3/6: auth" in out.err
     assert report["steps"][2]["report"]["tables"]["auth.users"] == 12
+    checked = {t["table"]: t for t in report["steps"][5]["report"]["tables"]}
+    assert checked["auth.users"]["target_rows"] == 12 and report["steps"][5]["report"]["ok"]
+    assert checked["auth.identities"]["target_rows"] == checked["auth.identities"]["source_rows"]
     assert main(["auth", "--json"]) == 0  # the subcommand alone, on a carried target
     again = capsys.readouterr()
     rerun = json.loads(again.out)
@@ -388,6 +405,17 @@ def test_cli_run_with_the_auth_step_does_five_steps_and_prints_no_password(
     said = out.out + out.err + again.out + again.err
     for role in LOGIN_ROLES:
         assert _password(client, store, role) not in said
+
+    # A changed user on the target is caught by the check after verify, named.
+    with psycopg.connect(target) as conn:
+        conn.execute(
+            "UPDATE auth.users SET email = 'changed@example.com' WHERE email = %s", (KNOWN_EMAIL,)
+        )
+    with pytest.raises(VerificationFailed, match=r"auth\.users differ") as info:
+        check_auth(
+            Endpoint(os.environ["SOURCE_DATABASE_URL"], "source"), Endpoint(target, "target")
+        )
+    assert [t.table for t in info.value.result.tables if not t.ok] == ["auth.users"]
 
 
 def test_a_failed_put_back_applies_nothing_of_it_and_a_rerun_finishes(
