@@ -39,8 +39,9 @@ from migration.options import option, validate
 from migration.pgtools import PgTools, clean_sql, find_pg_tools, parse_toc, restore_to_sql_args
 from migration.progress import NullReporter, Reporter
 from migration.roles import SERVICE_ROLES, PasswordStore, RolesReport, ensure_roles
+from migration.schema_apply import filter_toc
 from migration.supabase import LeftOut
-from migration.transfer import ImportOptions, _filter_toc, import_database
+from migration.transfer import ImportOptions, import_database
 
 
 @dataclass(frozen=True)
@@ -384,8 +385,8 @@ def _schema_sql(
             args += ["--schema", f'"{s}"']
         _run(tools, args, env)
         toc = parse_toc(_run(tools, [str(tools.pg_restore), "-l", "-v", str(archive)]))
-        was_kept = {e.dump_id for e in _filter_toc(toc, before)[0]}
-        entries = [e for e in _filter_toc(toc, after)[0] if e.dump_id not in was_kept]
+        was_kept = {e.dump_id for e in filter_toc(toc, before)[0]}
+        entries = [e for e in filter_toc(toc, after)[0] if e.dump_id not in was_kept]
         listing = Path(tmp) / "keep.list"
         listing.write_text("\n".join(e.line for e in entries) + "\n")
         text = _run(tools, [*restore_to_sql_args(tools, listing), str(archive)])

@@ -96,8 +96,8 @@ def check_auth(
     if not report.ok:
         differ = ", ".join(t.table for t in report.tables if not t.ok)
         raise VerificationFailed(
-            f"{differ} differ between source and target: re-run the auth step "
-            "(or compare with `qckstrt-migrate verify --json`)",
+            f"{differ} differ between source and target: re-run the auth step (it resumes), "
+            "or find the changed rows by id on both sides",
             report,
         )
     return report

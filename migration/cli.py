@@ -477,6 +477,11 @@ def _render_restore(console: Any, report: RestoreReport) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if report.options_left_out:
+        left = Table("left out", "name", "why")
+        for lo in report.options_left_out:
+            left.add_row(lo.kind, lo.name, lo.reason)
+        console.print(left)
 
 
 def _render_steps(console: Any, report: RunReport) -> None:

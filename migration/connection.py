@@ -103,10 +103,14 @@ class Endpoint:
         return mask_url(self.url)
 
     def params(self) -> dict[str, Any]:
-        """The URL's parameters, with a connect timeout unless the URL sets one."""
+        """The URL's parameters, with a connect timeout unless the URL sets one, and the
+        session settings every engine session has (`SESSION_OPTIONS`, UTF8)."""
         params = dict(conninfo.conninfo_to_dict(self.url))
         params.setdefault("connect_timeout", str(self.connect_timeout))
         params.setdefault("application_name", "qckstrt-migrate")
+        options = params.get("options")
+        params["options"] = _with_session_options(str(options) if options else None)
+        params["client_encoding"] = "UTF8"
         return params
 
     def identity(self) -> str:
@@ -132,7 +136,20 @@ class Endpoint:
         env = dict(os.environ)
         if password is not None:
             env["PGPASSWORD"] = password
+        env["PGOPTIONS"] = _with_session_options(params.pop("options", env.get("PGOPTIONS")))
+        env["PGCLIENTENCODING"] = "UTF8"
         return conninfo.make_conninfo(**params), env
+
+
+#: Set on every session the engine opens (psycopg's, and the client binaries' via PGOPTIONS):
+#: a source configured with ``extra_float_digits = 0`` (Supabase's server configuration) would
+#: otherwise round ``real``/``double precision`` in any text COPY and text checksum; 3 gives the
+#: exact shortest representation, as pg_dump and pgcopydb use.
+SESSION_OPTIONS = "-c extra_float_digits=3"
+
+
+def _with_session_options(options: str | None) -> str:
+    return f"{options} {SESSION_OPTIONS}" if options else SESSION_OPTIONS
 
 
 def _transient(exc: BaseException) -> bool:

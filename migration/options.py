@@ -273,7 +273,9 @@ SETTINGS: tuple[Setting, ...] = (
         "dry_run",
         "boolean",
         False,
-        "Read and report; write nothing.",
+        "Prove the import would work and change nothing: apply the whole schema on the "
+        "target inside a transaction that is rolled back, and report the tables it would copy "
+        "and what it would leave out (no data, no backup).",
         commands=("import",),
         flag="--dry-run",
     ),

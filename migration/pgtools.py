@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migration.errors import PgDumpUnsuitable
+from migration.errors import ImportFailed, PgDumpUnsuitable
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
@@ -58,8 +58,16 @@ def candidate_dirs() -> list[Path]:
     return list(dict.fromkeys(dirs))
 
 
+def supports_ssl(tool: Path) -> bool:
+    """Whether `tool`'s libpq has SSL (`migration.tlsbridge.supports_ssl`)."""
+    from migration.tlsbridge import supports_ssl as probe  # tlsbridge imports connection
+
+    return probe(tool)
+
+
 def find_pg_tools(source_major: int, explicit: str | None = None) -> PgTools:
-    """Choose pg_dump: `explicit` if given, else the newest whose major >= the source's.
+    """Choose pg_dump: `explicit` if given, else among those whose major >= the source's one
+    with SSL (see `migration.tlsbridge`), then the newest.
 
     :param source_major: the source server's major version.
     :param explicit: a pg_dump path from ``--pg-dump``/``QCKSTRT_PG_DUMP``; its directory must
@@ -100,7 +108,10 @@ def find_pg_tools(source_major: int, explicit: str | None = None) -> PgTools:
         if info is None:
             continue
         seen.append(f"{info[1]} ({dump})")
-        if info[0] >= source_major and (best is None or info[0] > best.major):
+        if info[0] < source_major:
+            continue
+        # An SSL-capable one first (it needs no TLS bridge), then the newest.
+        if best is None or (supports_ssl(dump), info[0]) > (supports_ssl(best.pg_dump), best.major):
             best = PgTools(dump, restore, info[1], info[0])
     if best is None:
         found = "; found " + ", ".join(seen) if seen else "; found none"
@@ -229,12 +240,14 @@ _SET_CONFIG = re.compile(r"^SELECT pg_catalog\.set_config\('([\w.]+)'")
 _HEADER = re.compile(r"^-- Name: (.*); Type: (.*); Schema: (.*); Owner: .*$")
 
 
-def clean_sql(text: str, known_settings: set[str]) -> str:
+def clean_sql(text: str, known_settings: set[str], dropped: list[str] | None = None) -> str:
     """Make pg_dump/pg_restore SQL safe to send through psycopg.
 
     Drops psql meta-commands (``\\restrict``, ``\\unrestrict``, ``\\connect``: psql-only) and
     ``SET`` of settings the target does not know (pg_dump 17+ emits ``transaction_timeout``,
-    which PostgreSQL 16 rejects).
+    which PostgreSQL 16 rejects; a patched source server may set its own).
+
+    :param dropped: receives the names of the settings left out, for the report.
     """
     lines = []
     for line in text.splitlines():
@@ -242,6 +255,8 @@ def clean_sql(text: str, known_settings: set[str]) -> str:
             continue
         match = _SET.match(line) or _SET_CONFIG.match(line)
         if match and match.group(1).lower() not in known_settings:
+            if dropped is not None:
+                dropped.append(match.group(1))
             continue
         lines.append(line)
     return "\n".join(lines) + "\n"
@@ -298,3 +313,17 @@ def restore_to_sql_args(tools: PgTools, listing: Path) -> list[str]:
         "--use-list",
         str(listing),
     ]
+
+
+def run_tool(tools: PgTools, args: list[str], env: dict[str, str] | None = None) -> str:
+    """Run pg_dump/pg_restore; return its stdout.
+
+    :raises ImportFailed: it exits non-zero (its last stderr line in the message; the argv
+        holds no password, see `Endpoint.libpq_env`).
+    """
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        last = lines[-1] if lines else proc.returncode
+        raise ImportFailed(f"{Path(args[0]).name} {tools.version} failed: {last}")
+    return proc.stdout

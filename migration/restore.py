@@ -31,16 +31,17 @@ from migration.backup import BackupLocation
 from migration.connection import Conn, Endpoint
 from migration.errors import ConfigError, ImportFailed, PreflightError, TargetNotEmpty
 from migration.lock import target_lock
-from migration.pgtools import (
-    TocEntry,
-    clean_sql,
-    find_pg_tools,
-    parse_toc,
-    restore_to_sql_args,
-)
+from migration.pgtools import PgTools, TocEntry, find_pg_tools, parse_toc, restore_to_sql_args
 from migration.progress import NullReporter, Reporter
+from migration.schema_apply import (
+    MANIFEST,
+    SchemaApplyFailed,
+    apply_script,
+    filter_toc,
+    target_settings,
+)
 from migration.supabase import LeftOut
-from migration.transfer import MANIFEST, _backup_target_tables, _filter_toc
+from migration.target_backup import backup_target_tables
 
 DUMP = "source.dump"
 
@@ -57,6 +58,8 @@ class RestoreReport:
     :param left_out: TOC entries not replayed (as the import left them out).
     :param replaced: the target's tables that were dropped and restored (``replace``).
     :param target_backup: where those tables were kept first.
+    :param options_left_out: settings of the source's server the target does not know (column
+        options, storage parameters, configuration parameters), left out of the statements.
     """
 
     backup: str
@@ -68,6 +71,7 @@ class RestoreReport:
     replaced: list[str] = field(default_factory=list)
     target_backup: str | None = None
     seconds: float = 0.0
+    options_left_out: list[LeftOut] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,7 +165,7 @@ def _keep(toc: list[TocEntry], manifest: dict[str, Any] | None) -> list[TocEntry
 
     The manifest names entries by (kind, schema, name): the backup is a second pg_dump run
     whose dump ids differ from the schema dump's. Catalog OIDs are the same (one source), so
-    the named entries become the OID-keyed decisions `_filter_toc` takes; entries it does not
+    the named entries become the OID-keyed decisions `filter_toc` takes; entries it does not
     know by kind (comments, grants of a left-out function) are dropped by name.
     """
     named = {tuple(x) for x in (manifest or {}).get("left_out", [])}
@@ -170,7 +174,7 @@ def _keep(toc: list[TocEntry], manifest: dict[str, Any] | None) -> list[TocEntry
         kind = supabase.TOC_KINDS.get(e.desc)
         if kind and (e.desc, e.schema, e.tag) in named:
             decided[(kind, e.oid)] = LeftOut(kind, f"{e.schema}.{e.tag}", "left out by the import")
-    kept, _ = _filter_toc(toc, decided)
+    kept, _ = filter_toc(toc, decided)
     return [e for e in kept if (e.desc, e.schema, e.tag) not in named]
 
 
@@ -185,16 +189,19 @@ def _existing(conn: Conn, tables: list[tuple[str, str]]) -> list[str]:
     return found
 
 
-def _apply(conn: Conn, script: IO[str], settings: set[str], rep: Reporter) -> dict[str, int]:
-    """Apply pg_restore's SQL: statements in batches, COPY blocks through ``cursor.copy``."""
+def _apply(
+    conn: Conn, script: IO[str], settings: set[str], rep: Reporter, left: list[LeftOut]
+) -> dict[str, int]:
+    """Apply pg_restore's SQL: entries through `apply_script` (what the target does not know
+    left out, into `left`), COPY blocks through ``cursor.copy``."""
     counts: dict[str, int] = {}
     pending: list[str] = []
 
     def flush() -> None:
-        text = clean_sql("\n".join(pending), settings)
+        text = "\n".join(pending)
         pending.clear()
         if text.strip():
-            conn.execute(text)
+            apply_script(conn, text, settings, left)
 
     for line in script:
         if line.startswith("COPY ") and line.rstrip().endswith("FROM stdin;"):
@@ -279,6 +286,35 @@ def _restore(
 ) -> RestoreReport:
     # Any pg_restore at least as new as the target reads the archive (it only writes SQL).
     tools = find_pg_tools(conn.info.server_version // 10000)
+    toc = _read_toc(tools, found)
+    kept = _keep(toc, found.manifest)
+    tables = [(e.schema, e.tag) for e in kept if e.desc == "TABLE"]
+    report = RestoreReport(found.uri, target.masked, found.manifest is not None)
+    report.left_out = len(toc) - len(kept)
+    existing = _existing(conn, tables)
+    _check_target(conn, found, existing, replace)
+    if existing:
+        assert where is not None  # `restore` refuses replace without a backup location
+        report.target_backup = backup_target_tables(conn, existing, where)
+        rep.info(
+            f"replacing {', '.join(existing)} (kept in {report.target_backup}); the backup's "
+            "other objects are dropped if they exist, all in one transaction"
+        )
+    keep_list = tmp / "keep.list"
+    keep_list.write_text("\n".join(e.line for e in kept) + "\n")
+    args = restore_to_sql_args(tools, keep_list)
+    if existing:
+        args += ["--clean", "--if-exists"]
+    schemas = sorted({s for s, _ in tables})
+    report.tables = _stream(conn, [*args, str(found.dump)], schemas, rep, report.options_left_out)
+    for lo in report.options_left_out:
+        rep.info(f"left out {lo.kind} {lo.name}: {lo.reason}")
+    report.replaced = existing
+    report.rows = sum(report.tables.values())
+    return report
+
+
+def _read_toc(tools: PgTools, found: Backup) -> list[TocEntry]:
     listing = subprocess.run(
         [str(tools.pg_restore), "-l", "-v", str(found.dump)],
         capture_output=True,
@@ -287,12 +323,11 @@ def _restore(
     )
     if listing.returncode != 0:
         raise ConfigError(f"{found.uri} is not a pg_dump archive: {listing.stderr.strip()[-300:]}")
-    toc = parse_toc(listing.stdout)
-    kept = _keep(toc, found.manifest)
-    tables = [(e.schema, e.tag) for e in kept if e.desc == "TABLE"]
-    report = RestoreReport(found.uri, target.masked, found.manifest is not None)
-    report.left_out = len(toc) - len(kept)
-    existing = _existing(conn, tables)
+    return parse_toc(listing.stdout)
+
+
+def _check_target(conn: Conn, found: Backup, existing: list[str], replace: bool) -> None:
+    """Refuse before anything is written: tables there without replace, `vector` missing."""
     if existing and not replace:
         raise TargetNotEmpty(
             f"the target already holds {', '.join(existing)}: nothing was changed; restore into "
@@ -310,37 +345,27 @@ def _restore(
                 f"the target has no vector extension in schema {vector_schema}: run step 1 "
                 "(pgvector) on the target first"
             )
-    if existing:
-        assert where is not None  # `restore` refuses replace without a backup location
-        report.target_backup = _backup_target_tables(conn, existing, where)
-        rep.info(
-            f"replacing {', '.join(existing)} (kept in {report.target_backup}); the backup's "
-            "other objects are dropped if they exist, all in one transaction"
-        )
-    settings = {str(r[0]).lower() for r in conn.execute("SELECT name FROM pg_settings")}
-    keep_list = tmp / "keep.list"
-    keep_list.write_text("\n".join(e.line for e in kept) + "\n")
-    args = restore_to_sql_args(tools, keep_list)
-    if existing:
-        args += ["--clean", "--if-exists"]
+
+
+def _stream(
+    conn: Conn, args: list[str], schemas: list[str], rep: Reporter, left: list[LeftOut]
+) -> dict[str, int]:
+    """Run pg_restore writing SQL and apply it as it comes, in one transaction."""
+    settings = target_settings(conn)
     with tempfile.TemporaryFile() as err:
         # stderr to a file, not a pipe: a chatty pg_restore must never block on a full pipe
         # while this side reads its stdout.
         proc = subprocess.Popen(
-            [*args, str(found.dump)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            encoding="utf-8",
+            args, stdout=subprocess.PIPE, stderr=err, text=True, encoding="utf-8"
         )
         assert proc.stdout is not None
         try:
             with conn.transaction():
-                for schema in sorted({s for s, _ in tables}):
+                for schema in schemas:
                     conn.execute(
                         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
                     )
-                report.tables = _apply(conn, proc.stdout, settings, rep)
+                counts = _apply(conn, proc.stdout, settings, rep, left)
                 if proc.wait() != 0:
                     err.seek(0)
                     lines = err.read().decode(errors="replace").strip().splitlines()
@@ -348,6 +373,8 @@ def _restore(
                         f"pg_restore failed: {lines[-1] if lines else proc.returncode}; "
                         "nothing was changed"
                     )
+        except SchemaApplyFailed as exc:
+            raise RestoreFailed(f"restoring failed, nothing was changed: {exc}") from exc
         except errors.DependentObjectsStillExist as exc:
             detail = " ".join((exc.diag.message_detail or "").split())
             raise RestoreFailed(
@@ -363,6 +390,4 @@ def _restore(
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-    report.replaced = existing
-    report.rows = sum(report.tables.values())
-    return report
+    return counts

@@ -1,11 +1,27 @@
-"""Step 2: import the application schemas from the source into the target, like pgcopydb.
+"""Step 2: import the application schemas from the source into the target, like pgcopydb's clone.
 
-Order: preflight (schemas, pg_dump, target emptiness, pgvector) -> backup of the source
-(pg_dump -Fc streamed to S3 or a folder) -> pre-data schema (pg_dump --schema-only, filtered by
-TOC entry, applied through psycopg in one transaction with the state rows) -> data (binary COPY
-per table, `jobs` tables at once, every reader inside one exported snapshot, each table's state
-row committed with its COPY) -> sequences -> post-data (indexes and constraints `jobs` at a time,
-then foreign keys, triggers and the rest in dump order).
+The import is a fixed list of numbered sub-steps sharing one `ImportContext`, each logged as
+``step N/9 <name>`` and each resumable on its own from the target's state rows
+(`migration.state`):
+
+1. preflight: schemas, tables, pg_dump, the target's earlier run and what already exists there;
+2. schema dump: ``pg_dump --schema-only`` in the source's exported snapshot, filtered by TOC entry
+   (`schema_apply.filter_toc`), turned into pre-data and post-data SQL by pg_restore;
+3. target backup: the target's tables a replace will drop, kept first (`target_backup`);
+4. backup: the source's ``pg_dump -Fc`` streamed to S3 or a folder, with its manifest;
+5. pre-data: the schema and the state rows, in one transaction (`schema_apply.apply_script`:
+   what the target does not know is left out and reported);
+6. data: COPY per table, `jobs` tables at once, every reader inside the exported snapshot, each
+   table's state row committed with its COPY; binary only where the types' binary I/O is portable;
+7. sequences: set from the source;
+8. post-data: indexes and constraints `jobs` at a time, then the rest in dump order;
+9. finish: the run marked complete.
+
+A replace (``on_existing: replace`` over existing objects or an earlier run) runs steps 5-9 and
+the drops before them in the target's *one* transaction on one connection: any failure, a kill
+included, leaves the target exactly as it was; never dropped-but-not-recreated. The price is
+that it copies one table at a time and cannot resume half-way (it starts again, from the
+unchanged target). A dry run applies steps 5 and 8 in a transaction it rolls back.
 
 Why psycopg and not pg_restore for the target: RDS forces SSL and the embedded wheel's client
 binaries have none; binary COPY moves vectors at half the bytes of pg_dump's text format.
@@ -13,35 +29,31 @@ binaries have none; binary COPY moves vectors at half the bytes of pg_dump's tex
 
 from __future__ import annotations
 
-import json
-import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import errors, sql
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
 
 from migration import state, supabase
-from migration.backup import BackupLocation, Sink, run_pg_dump
-from migration.connection import (
-    Conn,
-    Endpoint,
-    refuse_same_database,
-    server_major,
-    watch_client,
+from migration.backup import BackupLocation, run_pg_dump
+from migration.connection import Conn, Endpoint, refuse_same_database, server_major
+from migration.copying import (
+    ColumnType,
+    Table,
+    TableResult,
+    Workers,
+    apply_post_data_item,
+    binary_portable,
+    copy_table,
+    step_key,
+    with_retries,
 )
 from migration.errors import (
     ConfigError,
@@ -53,7 +65,7 @@ from migration.errors import (
     TargetNotEmpty,
     UnknownSchema,
 )
-from migration.extension import read_source_layout
+from migration.extension import EXTENSIONS_SCHEMA, UUID_STAND_IN, SourceLayout, read_source_layout
 from migration.lock import target_lock
 from migration.options import option, validate
 from migration.pgtools import (
@@ -64,27 +76,35 @@ from migration.pgtools import (
     find_pg_tools,
     parse_toc,
     restore_to_sql_args,
+    run_tool,
     split_items,
 )
 from migration.progress import NullReporter, Reporter
+from migration.schema_apply import (
+    apply_script,
+    filter_toc,
+    target_settings,
+    write_manifest,
+)
 from migration.supabase import LeftOut
+from migration.target_backup import backup_target_tables
+from migration.tlsbridge import tool_connection
 
 OnExisting = Literal["fail", "replace"]
-T = TypeVar("T")
-
-# TOC entries never replayed: schemas and extensions are made by the engine (step 1 and
-# CREATE SCHEMA IF NOT EXISTS), the rest is Supabase's or cluster-level.
-_ENGINE_MADE = {"SCHEMA", "EXTENSION"}
-_NEVER = {
-    "PUBLICATION": "Supabase realtime publication; not used on RDS",
-    "PUBLICATION TABLE": "Supabase realtime publication; not used on RDS",
-    "PUBLICATION TABLES IN SCHEMA": "Supabase realtime publication; not used on RDS",
-    "SUBSCRIPTION": "subscriptions are not migrated",
-    "EVENT TRIGGER": "event triggers need a superuser; not available to RDS's master user",
-}
-# Cluster-level entries a schema dump may carry; not Supabase's, left out silently.
-_SILENT = {"DATABASE", "DATABASE PROPERTIES"}
+X = TypeVar("X")
+Y = TypeVar("Y")
 _FIRST_WAVE = {"INDEX", "CONSTRAINT"}
+#: TOC kinds a replace looks for on the target (what the import would create).
+_OBJECT_KINDS = {
+    "TABLE": "table",
+    "TYPE": "type",
+    "DOMAIN": "type",
+    "SEQUENCE": "sequence",
+    "VIEW": "view",
+    "MATERIALIZED VIEW": "view",
+    "FUNCTION": "function",
+    "PROCEDURE": "function",
+}
 
 
 @dataclass
@@ -98,13 +118,13 @@ class ImportOptions:
     :param on_existing: ``fail`` refuses a target that holds any of the tables; ``replace``
         backs them up, then drops them.
     :param restart: discard the progress of an interrupted import and start again.
-    :param dry_run: read and report, write nothing.
+    :param dry_run: apply the schema in a transaction that is rolled back, and report.
     :param pg_dump: a pg_dump to use instead of the newest suitable one.
     :param lock_wait_seconds: how long to wait for another run's lock on the target.
     :param retries: how often a table copy or post-data statement is retried after a lost
         connection (with exponential backoff) before the import stops; a re-run resumes.
     :param state_schema: the target schema keeping this import's progress; a step that imports
-        other schemas after the application's (the auth step) keeps its own.
+        other schemas after the application's (the auth and storage steps) keeps its own.
     """
 
     schemas: list[str] = option("schemas")
@@ -122,36 +142,6 @@ class ImportOptions:
         validate(self)  # one judgement per setting, the same as the CLI's and the providers'
         if self.backup:
             BackupLocation(self.backup)  # validates the form now, before any connection
-
-
-@dataclass
-class Table:
-    """An application table and how to copy it."""
-
-    schema: str
-    name: str
-    columns: list[str]
-    binary: bool
-    estimate: int
-    size: int
-
-    @property
-    def ident(self) -> sql.Composed:
-        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
-
-    @property
-    def label(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-
-@dataclass
-class TableResult:
-    schema: str
-    table: str
-    rows: int
-    bytes: int
-    seconds: float
-    status: str
 
 
 @dataclass
@@ -178,31 +168,41 @@ class ImportReport:
         return asdict(self)
 
 
-MANIFEST = "manifest.json"
+@dataclass
+class ImportContext:
+    """What the sub-steps share: connections, the choices of the preflight and the report."""
 
-
-def _write_manifest(
-    where: BackupLocation,
-    schemas: list[str],
-    toc: list[TocEntry],
-    kept: list[TocEntry],
-    extensions: dict[str, str],
-) -> None:
-    """Write, beside the dump, what the import left out: `restore` leaves out the same.
-
-    Entries are named by (kind, schema, name), not dump id: the backup is a second pg_dump run,
-    whose ids differ from those of the schema dump the decisions were made on.
-    """
-    kept_ids = {e.dump_id for e in kept}
-    manifest = {
-        "format": 1,
-        "schemas": schemas,
-        "extensions": extensions,
-        "left_out": sorted({(e.desc, e.schema, e.tag) for e in toc if e.dump_id not in kept_ids}),
-    }
-    sink = where.sink(MANIFEST)
-    sink.write(json.dumps(manifest, indent=1).encode())
-    sink.close()
+    source: Endpoint
+    target: Endpoint
+    opts: ImportOptions
+    rep: Reporter
+    snap: Conn
+    tconn: Conn
+    tmp: Path
+    schemas: list[str]
+    report: ImportReport
+    snapshot: str = ""
+    tables: list[Table] = field(default_factory=list)
+    tools: PgTools | None = None
+    by_oid: dict[tuple[str, int], LeftOut] = field(default_factory=dict)
+    publications: list[LeftOut] = field(default_factory=list)
+    layout: SourceLayout = field(default_factory=SourceLayout)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    run: state.RunState | None = None
+    discard: bool = False
+    ours: set[str] = field(default_factory=set)
+    existing: list[str] = field(default_factory=list)
+    objects: list[str] = field(default_factory=list)
+    toc: list[TocEntry] = field(default_factory=list)
+    kept: list[TocEntry] = field(default_factory=list)
+    archive: Path = Path()
+    pre_sql: str = ""
+    post_sql: str = ""
+    settings: set[str] = field(default_factory=set)
+    where: BackupLocation | None = None
+    #: steps 5-9 run in one transaction with the drops (see the module doc)
+    replacing: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _refuse_outside_dependents(conn: Conn, labels: list[str]) -> None:
@@ -280,28 +280,6 @@ def _source_identity(conn: Conn, source: Endpoint) -> str:
     return f"cluster {row[0]}/{row[1]}"
 
 
-def _tables(conn: Conn, schemas: list[str]) -> list[Table]:
-    rows = conn.execute(
-        "SELECT n.nspname, c.relname, "
-        "ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 "
-        "      AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum)::text[], "
-        "NOT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-        "      LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
-        "      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-        "      AND (t.typtype = 'c' OR (e.oid IS NOT NULL AND e.oid >= 16384))), "
-        "GREATEST(c.reltuples, 0)::bigint, pg_table_size(c.oid) "
-        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
-        "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
-        "      AND d.objid = c.oid AND d.deptype = 'e') "
-        "ORDER BY pg_table_size(c.oid) DESC, 1, 2",
-        (schemas,),
-    ).fetchall()
-    return [
-        Table(str(s), str(n), list(cols), bool(b), int(e), int(z)) for s, n, cols, b, e, z in rows
-    ]
-
-
 def _sequences(conn: Conn, schemas: list[str]) -> list[tuple[str, int, bool]]:
     names = conn.execute(
         "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c "
@@ -319,6 +297,45 @@ def _sequences(conn: Conn, schemas: list[str]) -> list[tuple[str, int, bool]]:
     return out
 
 
+def _tables(conn: Conn, schemas: list[str]) -> list[Table]:
+    """The application tables, largest first; `binary` only where every column's type has
+    binary I/O that is portable (`binary_portable`)."""
+    rows = conn.execute(
+        "SELECT c.oid, n.nspname, c.relname, "
+        "ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 "
+        "      AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum)::text[], "
+        "GREATEST(c.reltuples, 0)::bigint, pg_table_size(c.oid) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+        "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+        "      AND d.objid = c.oid AND d.deptype = 'e') "
+        "ORDER BY pg_table_size(c.oid) DESC, 2, 3",
+        (schemas,),
+    ).fetchall()
+    types = _column_types(conn, [int(r[0]) for r in rows])
+    return [
+        Table(str(s), str(n), list(cols), binary_portable(types.get(int(oid), [])), int(e), int(z))
+        for oid, s, n, cols, e, z in rows
+    ]
+
+
+def _column_types(conn: Conn, oids: list[int]) -> dict[int, list[ColumnType]]:
+    """Each table's column types (domains replaced by their base type), by table OID."""
+    found: dict[int, list[ColumnType]] = {}
+    for rel, oid, name, kind, e_oid, e_name, e_kind in conn.execute(
+        "SELECT a.attrelid::bigint, t.oid::bigint, t.typname::text, t.typtype::text, "
+        "  e.oid::bigint, e.typname::text, e.typtype::text "
+        "FROM pg_attribute a JOIN pg_type t0 ON t0.oid = a.atttypid "
+        "JOIN pg_type t ON t.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END "
+        "LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
+        "WHERE a.attrelid = ANY(%s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped",
+        (oids,),
+    ).fetchall():
+        element = ColumnType(int(e_oid), str(e_name), str(e_kind)) if e_oid is not None else None
+        found.setdefault(int(rel), []).append(ColumnType(int(oid), str(name), str(kind), element))
+    return found
+
+
 def _existing(conn: Conn, tables: list[Table]) -> list[str]:
     found = []
     for t in tables:
@@ -330,275 +347,403 @@ def _existing(conn: Conn, tables: list[Table]) -> list[str]:
     return found
 
 
-def _pg(tools: PgTools, args: list[str], env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        last = lines[-1] if lines else proc.returncode
-        raise ImportFailed(f"{Path(args[0]).name} {tools.version} failed: {last}")
-    return proc.stdout
-
-
-def _filter_toc(
-    toc: list[TocEntry], by_oid: dict[tuple[str, int], LeftOut]
-) -> tuple[list[TocEntry], list[LeftOut]]:
-    """Keep what the target needs; return kept entries and the left-out ones with reasons."""
-    dropped: dict[int, LeftOut | None] = {}
-    left: list[LeftOut] = []
-    owners: set[str] = set()
-    grants = 0
-    for e in toc:
-        owner = e.line.rsplit(" ", 1)[-1]
-        if e.schema != "-" and owner and owner != e.tag:
-            owners.add(owner)
-        if e.desc in _ENGINE_MADE or e.desc in _SILENT:
-            dropped[e.dump_id] = None
-        elif e.desc in ("ACL", "DEFAULT ACL"):
-            grants += 1
-            dropped[e.dump_id] = None
-        elif e.desc in _NEVER:
-            dropped[e.dump_id] = LeftOut(e.desc.lower(), f"{e.schema}.{e.tag}", _NEVER[e.desc])
-        elif (supabase.TOC_KINDS.get(e.desc, ""), e.oid) in by_oid:
-            dropped[e.dump_id] = by_oid[(supabase.TOC_KINDS[e.desc], e.oid)]
-    # Entries hanging off a left-out entry follow it (comments, triggers on a left-out
-    # function, ...); engine-made schemas do not drag their contents along.
-    changed = True
-    while changed:
-        changed = False
-        for e in toc:
-            if e.dump_id in dropped:
-                continue
-            for dep in e.depends:
-                if dep in dropped and dropped[dep] is not None:
-                    parent = dropped[dep]
-                    assert parent is not None
-                    dropped[e.dump_id] = LeftOut(
-                        e.desc.lower(),
-                        f"{e.schema}.{e.tag}",
-                        f"depends on left-out {parent.kind} {parent.name}",
-                    )
-                    changed = True
-                    break
-                if dep in dropped and e.desc in ("COMMENT", "SECURITY LABEL"):
-                    dropped[e.dump_id] = None
-                    changed = True
-                    break
-    left = [lo for lo in dropped.values() if lo is not None]
-    if grants:
-        left.append(
-            LeftOut(
-                "grants", f"{grants} GRANT/REVOKE entries", "Supabase roles do not exist on RDS"
+def _existing_objects(conn: Conn, kept: list[TocEntry]) -> list[str]:
+    """Objects other than tables the import would create that the target already holds
+    (an enum type the app's ORM made, a function, a view): ``kind schema.name``."""
+    found = []
+    for e in kept:
+        kind = _OBJECT_KINDS.get(e.desc)
+        if kind is None or kind == "table":
+            continue
+        if kind == "function":
+            query = (
+                "SELECT 1 FROM pg_proc WHERE pronamespace = to_regnamespace(%s) AND proname = %s"
             )
+            args: tuple[str, ...] = (e.schema, e.tag.split("(", 1)[0])
+        elif kind == "type":
+            query = "SELECT to_regtype(format('%%I.%%I', %s::text, %s::text))"
+            args = (e.schema, e.tag)
+        else:
+            query = "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))"
+            args = (e.schema, e.tag)
+        row = conn.execute(query, args).fetchone()
+        if row is not None and row[0] is not None:
+            found.append(f"{kind} {e.schema}.{e.tag}")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# The sub-steps, in order. Each takes the context, reads what earlier ones chose, and records
+# its own choices and results there.
+
+
+def preflight(ctx: ImportContext) -> None:
+    """Step 1: everything that can be refused is refused here, before anything is written."""
+    snap, tconn, opts = ctx.snap, ctx.tconn, ctx.opts
+    snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    snap.read_only = True
+    row = snap.execute("SELECT pg_export_snapshot()").fetchone()
+    assert row is not None
+    ctx.snapshot = str(row[0])
+    _check_schemas(ctx)
+    refuse_same_database(snap, tconn)
+    ctx.tables = _tables(snap, ctx.schemas)
+    if not ctx.tables:
+        raise PreflightError(
+            f"the source {ctx.source.masked} has no tables in schema(s) "
+            f"{', '.join(ctx.schemas)}: check the source URL (database name) and `schemas`; "
+            "nothing was changed"
         )
-    if owners:
-        left.append(
-            LeftOut(
-                "owners",
-                ", ".join(sorted(owners)),
-                "objects are owned by the importing (master) role on the target",
-            )
-        )
-    kept = [e for e in toc if e.dump_id not in dropped]
-    return kept, left
+    ctx.tools = find_pg_tools(server_major(snap), opts.pg_dump)
+    ctx.report.pg_dump = f"{ctx.tools.version} ({ctx.tools.pg_dump})"
+    ctx.rep.info(f"pg_dump {ctx.tools.version} ({ctx.tools.pg_dump})")
+    ctx.by_oid = supabase.classify(snap, ctx.schemas)
+    ctx.publications = supabase.publications(snap, ctx.schemas)
+    ctx.layout = read_source_layout(snap)
+    ctx.fingerprint = {
+        "source": _source_identity(snap, ctx.source),
+        "schemas": ctx.schemas,
+        "tables": sorted(t.label for t in ctx.tables),
+    }
+    _read_earlier_run(ctx)
+    ctx.settings = target_settings(tconn)
+    ctx.where = BackupLocation(opts.backup) if opts.backup else None
 
 
-class _Workers:
-    """Per-thread connection pairs: a source reader in the snapshot and a target writer."""
-
-    def __init__(self, source: Endpoint, target: Endpoint, snapshot: str, preamble: str) -> None:
-        self.source, self.target, self.snapshot, self.preamble = source, target, snapshot, preamble
-        self._local = threading.local()
-        self._all: list[Conn] = []
-        self._lock = threading.Lock()
-        self.state_schema = state.SCHEMA
-
-    def source_conn(self) -> Conn:
-        conn: Conn | None = getattr(self._local, "src", None)
-        if conn is None:
-            conn = self.source.connect()
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            conn.read_only = True
-            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot)))
-            self._local.src = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
-
-    def target_conn(self) -> Conn:
-        conn: Conn | None = getattr(self._local, "tgt", None)
-        if conn is None:
-            conn = self.target.connect(autocommit=True)
-            watch_client(conn)  # a killed run's index build must not outlive it on the server
-            conn.execute("SET synchronous_commit = off")
-            conn.execute("SET maintenance_work_mem = '512MB'")
-            if self.preamble.strip():
-                conn.execute(self.preamble)
-            self._local.tgt = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
-
-    def forget_thread(self) -> None:
-        """Drop this thread's connections (one was lost); the next call opens fresh ones."""
-        for attr in ("src", "tgt"):
-            conn: Conn | None = getattr(self._local, attr, None)
-            if conn is not None:
-                conn.close()
-                setattr(self._local, attr, None)
-
-    def close(self) -> None:
-        for conn in self._all:
-            conn.close()
-
-
-class _ConnectionLost(Exception):
-    """A worker's connection died mid-statement (terminated, network, failover): retryable."""
-
-
-def _lost(exc: psycopg.Error, *conns: Conn) -> bool:
-    return isinstance(exc, psycopg.OperationalError) and any(c.broken or c.closed for c in conns)
-
-
-def _retrying(workers: _Workers, opts: ImportOptions, what: str, rep: Reporter) -> Retrying:
-    """Retry a unit of work whose connection was lost, with backoff, a bounded number of times."""
-
-    def before_sleep(state: RetryCallState) -> None:
-        workers.forget_thread()
-        cause = state.outcome.exception() if state.outcome else None
-        delay = state.next_action.sleep if state.next_action else 0
-        rep.info(
-            f"{what}: {cause}; retrying in {delay:.1f}s "
-            f"(attempt {state.attempt_number + 1} of {opts.retries + 1})"
-        )
-
-    return Retrying(
-        retry=retry_if_exception_type(_ConnectionLost),
-        stop=stop_after_attempt(opts.retries + 1),
-        wait=wait_exponential(multiplier=0.5, max=10),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-
-
-def _with_retries(
-    workers: _Workers, opts: ImportOptions, what: str, rep: Reporter, work: Callable[[], T]
-) -> T:
-    try:
-        return _retrying(workers, opts, what, rep)(work)
-    except _ConnectionLost as exc:
-        workers.forget_thread()
-        raise ImportFailed(
-            f"{what}: {exc}, {opts.retries + 1} times: check the network and the server, then run "
-            "the import again (it resumes where it stopped)"
-        ) from None
-
-
-def _copy_table(workers: _Workers, table: Table, rep: Reporter) -> TableResult:
-    """Stream one table source -> target in binary COPY; commit it with its state row."""
-    src, tgt = workers.source_conn(), workers.target_conn()
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
-    fmt = sql.SQL("binary" if table.binary else "text")
-    out_q = sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT (FORMAT {})").format(
-        cols, table.ident, fmt
-    )
-    in_q = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(table.ident, cols, fmt)
-    key = f"copy:{table.label}"
-    rep.start(key, f"copy {table.label}", table.size or None)
-    started = time.monotonic()
-    nbytes = 0
-    try:
-        with tgt.transaction(), tgt.cursor() as tcur, src.cursor() as scur:
-            tcur.execute(sql.SQL("TRUNCATE ONLY {}").format(table.ident))
-            with scur.copy(out_q) as cout, tcur.copy(in_q) as cin:
-                for chunk in cout:
-                    cin.write(chunk)
-                    nbytes += len(chunk)
-                    if nbytes & 0xFFFFF < len(chunk):
-                        rep.advance(key, 1 << 20)
-            rows = tcur.rowcount
-            seconds = time.monotonic() - started
-            state.table_done(
-                tgt, table.schema, table.name, rows, nbytes, seconds, workers.state_schema
-            )
-    except psycopg.Error as exc:
-        if _lost(exc, src, tgt):
-            raise _ConnectionLost(f"lost the connection while copying {table.label}") from exc
-        raise ImportFailed(
-            f"copying {table.label} failed: {exc.diag.message_primary or exc}"
-        ) from exc
-    rep.finish(key, f"copied {table.label}: {rows:,} rows, {nbytes / 1e6:.1f} MB in {seconds:.1f}s")
-    return TableResult(table.schema, table.name, rows, nbytes, round(seconds, 3), "copied")
-
-
-def _apply_item(workers: _Workers, item: SqlItem, rep: Reporter) -> None:
-    conn = workers.target_conn()
-    try:
-        with conn.transaction():
-            conn.execute(item.sql)
-            state.step_done(conn, _step_key(item), workers.state_schema)
-    except psycopg.Error as exc:
-        if _lost(exc, conn):
-            raise _ConnectionLost(f"lost the connection during {item.kind} {item.name}") from exc
-        raise ImportFailed(
-            f"post-data {item.kind} {item.name} failed: {exc.diag.message_primary or exc}"
-        ) from exc
-    rep.advance("post-data", 1)
-
-
-def _apply_retrying(workers: _Workers, opts: ImportOptions, item: SqlItem, rep: Reporter) -> None:
-    _with_retries(
-        workers,
-        opts,
-        f"post-data {item.kind} {item.name}",
-        rep,
-        lambda: _apply_item(workers, item, rep),
-    )
-
-
-def _step_key(item: SqlItem) -> str:
-    return f"post-data:{item.kind}:{item.schema}:{item.name}"
-
-
-def _backup_target_tables(conn: Conn, tables: list[str], where: BackupLocation) -> str:
-    """Keep the target's tables before `replace`: binary COPY per table plus their columns.
-
-    The target may be SSL-only, so pg_dump from the embedded wheel cannot reach it: data goes
-    out by binary COPY through psycopg (``target/<schema>.<table>.copy``) and each table's
-    column definitions from the catalog go in ``target/tables.json``.
-    """
-    import json
-
-    layout: dict[str, list[dict[str, Any]]] = {}
-    for label in tables:
-        schema, name = label.split(".", 1)
-        ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-        cols = conn.execute(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
-            "pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
-            "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
-            "WHERE a.attrelid = format('%%I.%%I', %s::text, %s::text)::regclass "
-            "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-            (schema, name),
+def _check_schemas(ctx: ImportContext) -> None:
+    known = {
+        str(r[0])
+        for r in ctx.snap.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (ctx.schemas,)
         ).fetchall()
-        layout[label] = [
-            {"name": c[0], "type": c[1], "not_null": c[2], "default": c[3]} for c in cols
-        ]
-        sink: Sink = where.sink(f"target/{label}.copy")
+    }
+    missing = [s for s in ctx.schemas if s not in known]
+    if missing:
+        raise UnknownSchema(
+            f"schema {', '.join(repr(s) for s in missing)} does not exist on the source "
+            f"{ctx.source.masked}: check `schemas`"
+        )
+
+
+def _read_earlier_run(ctx: ImportContext) -> None:
+    """Resume, discard or refuse an earlier run recorded on the target."""
+    run = state.read(ctx.tconn, ctx.opts.state_schema)
+    ctx.discard = run is not None and (ctx.opts.restart or ctx.opts.on_existing == "replace")
+    if run is not None and not ctx.discard:
+        changed = state.differences(run.fingerprint, ctx.fingerprint)
+        if changed:
+            raise SettingsChanged(
+                f"the target holds an import with different settings ({', '.join(changed)}): "
+                "run with `restart` to discard it, or use the earlier settings"
+            )
+        ctx.report.resumed = True
+        ctx.report.already_complete = run.complete
+    ctx.run = run
+    ctx.ours = {f"{s}.{t}" for s, t in run.tables} if run is not None else set()
+    ctx.existing = [
+        t
+        for t in _existing(ctx.tconn, ctx.tables)
+        if not (t in ctx.ours and (ctx.discard or ctx.report.resumed))
+    ]
+
+
+def _check_target(ctx: ImportContext) -> None:
+    """After the schema dump (it names every object): refuse or plan the replace."""
+    if ctx.run is None:
+        ctx.objects = _existing_objects(ctx.tconn, ctx.kept)
+    found = ctx.existing + ctx.objects
+    if found and ctx.opts.on_existing == "fail":
+        raise TargetNotEmpty(
+            f"the target already holds {', '.join(found)}: nothing was changed; use "
+            "`on_existing` replace to back them up and replace them"
+        )
+    ctx.replacing = ctx.opts.on_existing == "replace" and bool(
+        found or (ctx.discard and ctx.run is not None)
+    )
+    if ctx.existing and ctx.opts.backup is None:
+        raise ConfigError(
+            "`on_existing` replace needs `backup` to keep the target's tables", setting="backup"
+        )
+    if ctx.replacing or ctx.discard:
+        _refuse_outside_dependents(ctx.tconn, sorted(set(ctx.existing) | ctx.ours))
+    vector = ctx.layout.extensions.get("vector")
+    if vector and not ctx.opts.dry_run:
+        vrow = ctx.tconn.execute(
+            "SELECT n.nspname FROM pg_extension e "
+            "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
+        ).fetchone()
+        if vrow is None or vrow[0] != vector:
+            raise PreflightError(
+                f"the target has no vector extension in schema {vector}: "
+                "run `qckstrt-migrate extension` first"
+            )
+
+
+def schema_dump(ctx: ImportContext) -> None:
+    """Step 2: the source's schema in the snapshot, filtered; pre- and post-data SQL."""
+    tools = ctx.tools
+    assert tools is not None
+    ctx.archive = ctx.tmp / "schema.dump"
+    args = ["--format=custom", "--schema-only", "--no-tablespaces"]
+    args += [f"--snapshot={ctx.snapshot}", "--file", str(ctx.archive)]
+    for s in ctx.schemas:
+        args += ["--schema", f'"{s}"']
+    with tool_connection(ctx.source, tools.pg_dump) as (conninfo, env):
+        run_tool(tools, [str(tools.pg_dump), "--dbname", conninfo, *args], env)
+    toc = parse_toc(run_tool(tools, [str(tools.pg_restore), "-l", "-v", str(ctx.archive)]))
+    ctx.toc = toc
+    ctx.kept, left = filter_toc(toc, ctx.by_oid)
+    ctx.report.left_out = left + ctx.publications
+    for lo in ctx.report.left_out:
+        ctx.rep.info(f"left out {lo.kind} {lo.name}: {lo.reason}")
+    listing = ctx.tmp / "keep.list"
+    listing.write_text("\n".join(e.line for e in ctx.kept) + "\n")
+    base = restore_to_sql_args(tools, listing)
+    ctx.pre_sql = run_tool(tools, [*base, "--section=pre-data", str(ctx.archive)])
+    ctx.post_sql = run_tool(tools, [*base, "--section=post-data", str(ctx.archive)])
+    _check_target(ctx)
+
+
+def _drops(ctx: ImportContext) -> str:
+    """What the import creates, as DROP ... IF EXISTS (no CASCADE), as pg_restore --clean
+    writes it for the kept entries: types, functions, sequences, views as well as tables."""
+    tools = ctx.tools
+    assert tools is not None
+    base = restore_to_sql_args(tools, ctx.tmp / "keep.list")
+    clean = run_tool(tools, [*base, "--clean", "--if-exists", str(ctx.archive)])
+    drops = [ln for ln in clean.splitlines() if ln.startswith(("DROP ", "ALTER TABLE IF EXISTS "))]
+    return "\n".join(drops)
+
+
+def drop_existing(ctx: ImportContext) -> None:
+    """Inside the replace's transaction: drop what the import will create, state included.
+
+    The tables first, with CASCADE (what depends on them from outside the import was refused in
+    the preflight), then every other object by its own DROP without CASCADE, so an object
+    outside the import that uses one (a table with a column of the enum type) stops the
+    replace with nothing changed.
+    """
+    labels = sorted(set(ctx.existing) | ctx.ours)
+    for label in labels:
+        s, n = label.split(".", 1)
+        ctx.tconn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}.{} CASCADE").format(
+                sql.Identifier(s), sql.Identifier(n)
+            )
+        )
+    drops = _drops(ctx)
+    if drops:
         try:
-            with (
-                conn.cursor() as cur,
-                cur.copy(sql.SQL("COPY {} TO STDOUT (FORMAT binary)").format(ident)) as out,
-            ):
-                for chunk in out:
-                    sink.write(bytes(chunk))
-            sink.close()
-        except BaseException:
-            sink.abort()
-            raise
-    meta = where.sink("target/tables.json")
-    meta.write(json.dumps(layout, indent=2).encode())
-    meta.close()
-    return f"{where.uri}/target"
+            with ctx.tconn.transaction():
+                ctx.tconn.execute(drops.encode())
+        except errors.DependentObjectsStillExist as exc:
+            raise PreflightError(
+                "replacing would also drop objects that are not part of the import "
+                f"({exc.diag.message_detail or exc}): drop or change those first; "
+                "nothing was changed"
+            ) from None
+    state.drop(ctx.tconn, ctx.opts.state_schema)
+    ctx.report.discarded = labels
+    ctx.run = None
+    ctx.report.resumed = ctx.report.already_complete = False
+
+
+def discard_earlier(ctx: ImportContext) -> None:
+    """`restart` without replace: drop the earlier run's objects and state, committed."""
+    with ctx.tconn.transaction():
+        drop_existing(ctx)
+
+
+def target_backup(ctx: ImportContext) -> None:
+    """Step 3: keep the target's own tables that a replace drops."""
+    if ctx.existing and ctx.where is not None and (ctx.replacing or ctx.discard):
+        ctx.report.target_backup = backup_target_tables(ctx.tconn, ctx.existing, ctx.where)
+
+
+def backup(ctx: ImportContext) -> None:
+    """Step 4: the source's pg_dump -Fc, streamed (skipped when the resumed run made one)."""
+    where, tools, rep = ctx.where, ctx.tools, ctx.rep
+    if where is None or (ctx.run is not None and ctx.run.backup):
+        ctx.report.backup = ctx.run.backup if ctx.run is not None else None
+        return
+    assert tools is not None
+    sink = where.sink("source.dump")
+    rep.start("backup", f"backup to {sink.uri}", None)
+    args = ["--format=custom", f"--snapshot={ctx.snapshot}"]
+    for s in ctx.schemas:
+        args += ["--schema", f'"{s}"']
+    # The manifest first: a dump is only ever complete with its manifest beside it.
+    write_manifest(where, ctx.schemas, ctx.toc, ctx.kept, ctx.layout.extensions)
+    with tool_connection(ctx.source, tools.pg_dump) as (conninfo, env):
+        size = run_pg_dump(
+            [str(tools.pg_dump), "--dbname", conninfo, *args],
+            env,
+            sink,
+            lambda n: rep.advance("backup", n),
+        )
+    ctx.report.backup = sink.uri
+    rep.finish("backup", f"backup {sink.uri}: {size / 1e6:.1f} MB")
+
+
+def pre_data(ctx: ImportContext) -> None:
+    """Step 5: the schema and the state rows, in one transaction (skipped on a resume)."""
+    if ctx.run is not None:
+        return
+    tconn = ctx.tconn
+    with tconn.transaction():
+        for s in ctx.schemas:
+            tconn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(s)))
+        apply_script(tconn, ctx.pre_sql, ctx.settings, ctx.report.left_out)
+        state.create(
+            tconn,
+            ctx.fingerprint,
+            [(t.schema, t.name) for t in ctx.tables],
+            ctx.report.backup,
+            ctx.opts.state_schema,
+        )
+    ctx.run = state.read(tconn, ctx.opts.state_schema)
+    ctx.rep.info(f"schema created: {len(ctx.tables)} tables")
+
+
+def data(ctx: ImportContext, workers: Workers) -> None:
+    """Step 6: the tables not yet copied, `jobs` at a time (one at a time in a replace)."""
+    run = ctx.run
+    assert run is not None
+    todo = [t for t in ctx.tables if run.tables.get((t.schema, t.name)) != "copied"]
+
+    def one(t: Table) -> TableResult:
+        return with_retries(
+            workers,
+            ctx.opts.retries,
+            f"copy {t.label}",
+            ctx.rep,
+            lambda: copy_table(workers, t, ctx.rep),
+        )
+
+    results = {f"{r.schema}.{r.table}": r for r in _map(workers, ctx.opts.jobs, one, todo)}
+    ctx.report.tables = [
+        results.get(t.label)
+        or TableResult(
+            t.schema, t.name, run.rows.get((t.schema, t.name), 0), 0, 0.0, "copied earlier"
+        )
+        for t in ctx.tables
+    ]
+
+
+def _map(workers: Workers, jobs: int, work: Callable[[X], Y], items: list[X]) -> list[Y]:
+    """`work` over `items`, `jobs` at a time; every item is attempted even when one fails
+    (a re-run then has only the failed ones left). In one transaction (a replace): in order,
+    stopping at the first failure, which rolls everything back anyway."""
+    if workers.fixed is not None:
+        return [work(x) for x in items]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(work, items))
+
+
+def sequences(ctx: ImportContext) -> None:
+    """Step 7: each sequence set from the source, recorded with the work."""
+    run = ctx.run
+    assert run is not None
+    if "sequences" in run.steps:
+        return
+    seqs = _sequences(ctx.snap, ctx.schemas)
+    with ctx.tconn.transaction():
+        for name, value, called in seqs:
+            ctx.tconn.execute(
+                "SELECT pg_catalog.setval(%s::regclass, %s, %s)", (name, value, called)
+            )
+        state.step_done(ctx.tconn, "sequences", ctx.opts.state_schema)
+    ctx.report.sequences = len(seqs)
+
+
+def post_data(ctx: ImportContext, workers: Workers, items: list[SqlItem]) -> None:
+    """Step 8: indexes and constraints `jobs` at a time, then the rest in dump order."""
+    run = ctx.run
+    assert run is not None
+    pending = [i for i in items if step_key(i) not in run.steps]
+    ctx.rep.start("post-data", "indexes and constraints", len(pending))
+
+    def one(item: SqlItem) -> None:
+        with_retries(
+            workers,
+            ctx.opts.retries,
+            f"post-data {item.kind} {item.name}",
+            ctx.rep,
+            lambda: apply_post_data_item(workers, item, ctx.rep, ctx.report.left_out),
+        )
+
+    _map(workers, ctx.opts.jobs, one, [i for i in pending if i.kind in _FIRST_WAVE])
+    for item in pending:
+        if item.kind not in _FIRST_WAVE:
+            one(item)
+    ctx.rep.finish("post-data", f"post-data: {len(pending)} statements")
+    ctx.report.post_data = len(pending)
+
+
+def finish(ctx: ImportContext) -> None:
+    """Step 9: the run marked complete."""
+    with ctx.tconn.transaction():
+        state.finish(ctx.tconn, ctx.opts.state_schema)
+
+
+def dry_run(ctx: ImportContext) -> None:
+    """Apply the whole schema (and a replace's drops) in a transaction that is rolled back.
+
+    Proves the schema applies and fills the report's left-out list; before step 1 has run,
+    the source's extensions are created inside that transaction too (or stood in for).
+    """
+    report, opts = ctx.report, ctx.opts
+    report.tables = [
+        TableResult(t.schema, t.name, t.estimate, t.size, 0.0, "would copy") for t in ctx.tables
+    ]
+    report.discarded = ctx.existing + sorted(ctx.ours if ctx.discard else [])
+    if opts.backup:
+        report.backup = f"{BackupLocation(opts.backup).uri} (would write)"
+    if ctx.run is not None and not ctx.discard:
+        ctx.rep.info("dry run: the schema is already there (an earlier run of this import)")
+        return
+    with ctx.tconn.transaction(force_rollback=True):
+        if ctx.replacing or ctx.discard:
+            drop_existing(ctx)
+            report.discarded = ctx.existing + sorted(ctx.ours if ctx.discard else [])
+        _extensions_for_dry_run(ctx)
+        for s in ctx.schemas:
+            ctx.tconn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(s)))
+        apply_script(ctx.tconn, ctx.pre_sql, ctx.settings, report.left_out)
+        report.post_data = apply_script(ctx.tconn, ctx.post_sql, ctx.settings, report.left_out)
+    ctx.rep.info("dry run: the schema applies on the target (rolled back)")
+
+
+def _extensions_for_dry_run(ctx: ImportContext) -> None:
+    """The source's extensions, in their schemas, where the target lacks them (rolled back)."""
+    conn = ctx.tconn
+    wanted = dict(ctx.layout.extensions)
+    if ctx.layout.uses_extensions_schema:  # step 1 puts these there (or a stand-in)
+        wanted.setdefault("uuid-ossp", EXTENSIONS_SCHEMA)
+        wanted.setdefault("pgcrypto", EXTENSIONS_SCHEMA)
+    for name, schema in wanted.items():
+        if name == "plpgsql":
+            continue
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA {}").format(
+                        sql.Identifier(name), sql.Identifier(schema)
+                    )
+                )
+        except psycopg.Error:
+            if name == "uuid-ossp":
+                row = conn.execute(
+                    "SELECT to_regproc(format('%%I.uuid_generate_v4', %s::text))", (schema,)
+                ).fetchone()
+                if row is None or row[0] is None:
+                    conn.execute(UUID_STAND_IN.format(sql.Identifier(schema)))
+            else:
+                ctx.rep.info(f"dry run: extension {name} could not be created (step 1 decides)")
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def import_database(
@@ -610,12 +755,14 @@ def import_database(
     """Import the application schemas of `source` into `target` (resumable).
 
     :param source: the Supabase (or any PostgreSQL) database.
-    :param target: the RDS database, as its master user; step 1 must have run.
+    :param target: the RDS database, as its master user; step 1 must have run (except for a
+        dry run).
     :param options: see `ImportOptions`.
     :param reporter: receives progress (CLI: bars on stderr; provider: pulumi.log.info).
     :raises UnknownSchema, PgDumpUnsuitable, TargetNotEmpty, SettingsChanged, PreflightError:
         before anything is written.
-    :raises BackupFailed, ImportFailed: while working; progress so far is kept for a resume.
+    :raises BackupFailed, ImportFailed: while working; progress so far is kept for a resume
+        (a replace's failure leaves the target as it was).
     """
     opts = options or ImportOptions()
     rep = reporter or NullReporter()
@@ -631,309 +778,104 @@ def import_database(
             ) from exc
 
 
+STEPS = (
+    "preflight",
+    "schema dump",
+    "target backup",
+    "backup",
+    "pre-data",
+    "data",
+    "sequences",
+    "post-data",
+    "finish",
+)
+
+
+@contextmanager
+def _step(ctx: ImportContext, name: str) -> Iterator[None]:
+    """Log ``step N/9 name``, time it into the report's timings."""
+    number = STEPS.index(name) + 1
+    ctx.rep.info(f"step {number}/{len(STEPS)} {name}")
+    began = time.monotonic()
+    yield
+    ctx.timings[name.replace(" ", "_").replace("-", "_")] = round(time.monotonic() - began, 3)
+
+
 def _import(source: Endpoint, target: Endpoint, opts: ImportOptions, rep: Reporter) -> ImportReport:
-    timings: dict[str, float] = {}
     began = time.monotonic()
     schemas = list(dict.fromkeys(opts.schemas))
-
-    with source.connect() as snap, target.connect(autocommit=True) as tconn:
-        snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        snap.read_only = True
-        row = snap.execute("SELECT pg_export_snapshot()").fetchone()
-        assert row is not None
-        snapshot = str(row[0])
-        known = {
-            str(r[0])
-            for r in snap.execute(
-                "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (schemas,)
-            ).fetchall()
-        }
-        missing = [s for s in schemas if s not in known]
-        if missing:
-            raise UnknownSchema(
-                f"schema {', '.join(repr(s) for s in missing)} does not exist on the source "
-                f"{source.masked}: check `schemas`"
-            )
-        refuse_same_database(snap, tconn)
-        tables = _tables(snap, schemas)
-        if not tables:
-            raise PreflightError(
-                f"the source {source.masked} has no tables in schema(s) {', '.join(schemas)}: "
-                "check the source URL (database name) and `schemas`; nothing was changed"
-            )
-        tools = find_pg_tools(server_major(snap), opts.pg_dump)
-        rep.info(f"pg_dump {tools.version} ({tools.pg_dump})")
-        by_oid = supabase.classify(snap, schemas)
-        publications = supabase.publications(snap, schemas)
-        layout = read_source_layout(snap)
-
-        fingerprint = {
-            "source": _source_identity(snap, source),
-            "schemas": schemas,
-            "tables": sorted(t.label for t in tables),
-        }
-        run = state.read(tconn, opts.state_schema)
-        report = ImportReport(
-            source=source.masked,
-            target=target.masked,
-            schemas=schemas,
-            pg_dump=f"{tools.version} ({tools.pg_dump})",
-            dry_run=opts.dry_run,
-            resumed=False,
-        )
-        discard = run is not None and (opts.restart or opts.on_existing == "replace")
-        if run is not None and not discard:
-            changed = state.differences(run.fingerprint, fingerprint)
-            if changed:
-                raise SettingsChanged(
-                    f"the target holds an import with different settings ({', '.join(changed)}): "
-                    "run with `restart` to discard it, or use the earlier settings"
-                )
-            report.resumed = True
-            report.already_complete = run.complete
-        ours = {f"{s}.{t}" for s, t in run.tables} if run is not None else set()
-        existing = [
-            t for t in _existing(tconn, tables) if not (t in ours and (discard or report.resumed))
-        ]
-        if existing and opts.on_existing == "fail":
-            raise TargetNotEmpty(
-                f"the target already holds {', '.join(existing)}: nothing was changed; use "
-                "`on_existing` replace to back them up and replace them"
-            )
-        if existing and opts.backup is None:
-            raise ConfigError(
-                "`on_existing` replace needs `backup` to keep the target's tables",
-                setting="backup",
-            )
-        if layout.extensions.get("vector"):
-            vrow = tconn.execute(
-                "SELECT n.nspname FROM pg_extension e "
-                "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
-            ).fetchone()
-            if vrow is None or vrow[0] != layout.extensions["vector"]:
-                raise PreflightError(
-                    f"the target has no vector extension in schema {layout.extensions['vector']}: "
-                    "run `qckstrt-migrate extension` first"
-                )
-
-        with tempfile.TemporaryDirectory(prefix="qckstrt-migrate-") as tmp:
-            conninfo, env = source.libpq_env()
-            archive = Path(tmp) / "schema.dump"
-            schema_args = [
-                str(tools.pg_dump),
-                "--dbname",
-                conninfo,
-                "--format=custom",
-                "--schema-only",
-                "--no-tablespaces",
-                f"--snapshot={snapshot}",
-                "--file",
-                str(archive),
-            ]
-            for s in schemas:
-                schema_args += ["--schema", f'"{s}"']
-            t0 = time.monotonic()
-            _pg(tools, schema_args, env)
-            toc = parse_toc(_pg(tools, [str(tools.pg_restore), "-l", "-v", str(archive)]))
-            kept, left = _filter_toc(toc, by_oid)
-            report.left_out = left + publications
-            for lo in report.left_out:
-                rep.info(f"left out {lo.kind} {lo.name}: {lo.reason}")
-
-            if opts.dry_run:
-                report.tables = [
-                    TableResult(t.schema, t.name, t.estimate, t.size, 0.0, "would copy")
-                    for t in tables
-                ]
-                report.discarded = existing + sorted(ours if discard else [])
-                if opts.backup:
-                    report.backup = f"{BackupLocation(opts.backup).uri} (would write)"
-                report.timings = {"total": round(time.monotonic() - began, 3)}
-                return report
-
-            listing = Path(tmp) / "keep.list"
-            listing.write_text("\n".join(e.line for e in kept) + "\n")
-            restore_base = restore_to_sql_args(tools, listing)
-            settings = {
-                str(r[0]).lower() for r in tconn.execute("SELECT name FROM pg_settings").fetchall()
-            }
-            pre_sql = clean_sql(
-                _pg(tools, [*restore_base, "--section=pre-data", str(archive)]), settings
-            )
-            post_sql = clean_sql(
-                _pg(tools, [*restore_base, "--section=post-data", str(archive)]), settings
-            )
-            timings["schema_dump"] = round(time.monotonic() - t0, 3)
-
-            where = BackupLocation(opts.backup) if opts.backup else None
-            if discard and run is not None:
-                if existing or run.tables:
-                    drop = sorted(set(existing) | ours)
-                    if where is not None and existing:
-                        report.target_backup = _backup_target_tables(tconn, existing, where)
-                    # What an earlier run created (functions, sequences, ...), from the same
-                    # list, as pg_restore --clean writes it; then the tables themselves.
-                    clean = _pg(tools, [*restore_base, "--clean", "--if-exists", str(archive)])
-                    drops = [
-                        line
-                        for line in clean.splitlines()
-                        if line.startswith(("DROP ", "ALTER TABLE IF EXISTS "))
-                    ]
-                    with tconn.transaction():
-                        if drops:
-                            try:
-                                tconn.execute("\n".join(drops))
-                            except errors.DependentObjectsStillExist as exc:
-                                raise PreflightError(
-                                    "replacing the earlier import would also drop objects that "
-                                    f"are not part of it ({exc.diag.message_detail or exc}): "
-                                    "drop or change those first; nothing was changed"
-                                ) from None
-                        _refuse_outside_dependents(tconn, drop)
-                        for label in drop:
-                            s, n = label.split(".", 1)
-                            tconn.execute(
-                                sql.SQL("DROP TABLE IF EXISTS {}.{} CASCADE").format(
-                                    sql.Identifier(s), sql.Identifier(n)
-                                )
-                            )
-                        state.drop(tconn, opts.state_schema)
-                    report.discarded = drop
-                run = None
-                report.resumed = False
-                report.already_complete = False
-            elif existing:
-                assert where is not None
-                _refuse_outside_dependents(tconn, existing)
-                report.target_backup = _backup_target_tables(tconn, existing, where)
-                with tconn.transaction():
-                    for label in existing:
-                        s, n = label.split(".", 1)
-                        tconn.execute(
-                            sql.SQL("DROP TABLE {}.{} CASCADE").format(
-                                sql.Identifier(s), sql.Identifier(n)
-                            )
-                        )
-                report.discarded = existing
-
-            # Backup of the source, streamed (skipped when resuming a run that made one).
-            if where is not None and not (run is not None and run.backup):
-                t0 = time.monotonic()
-                sink = where.sink("source.dump")
-                rep.start("backup", f"backup to {sink.uri}", None)
-                dump_args = [
-                    str(tools.pg_dump),
-                    "--dbname",
-                    conninfo,
-                    "--format=custom",
-                    f"--snapshot={snapshot}",
-                ]
-                for s in schemas:
-                    dump_args += ["--schema", f'"{s}"']
-                # The manifest first: a dump is only ever complete with its manifest beside it.
-                _write_manifest(where, schemas, toc, kept, layout.extensions)
-                size = run_pg_dump(dump_args, env, sink, lambda n: rep.advance("backup", n))
-                report.backup = sink.uri
-                rep.finish("backup", f"backup {sink.uri}: {size / 1e6:.1f} MB")
-                timings["backup"] = round(time.monotonic() - t0, 3)
-            elif run is not None:
-                report.backup = run.backup
-
-            # Pre-data with the state rows, in one transaction.
-            if run is None:
-                t0 = time.monotonic()
-                try:
-                    with tconn.transaction():
-                        for s in schemas:
-                            tconn.execute(
-                                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(s))
-                            )
-                        tconn.execute(pre_sql)
-                        state.create(
-                            tconn,
-                            fingerprint,
-                            [(t.schema, t.name) for t in tables],
-                            report.backup,
-                            opts.state_schema,
-                        )
-                except psycopg.Error as exc:
-                    raise ImportFailed(
-                        f"applying the schema failed: {exc.diag.message_primary or exc}"
-                    ) from exc
-                run = state.read(tconn, opts.state_schema)
-                assert run is not None
-                timings["schema"] = round(time.monotonic() - t0, 3)
-                rep.info(f"schema created: {len(tables)} tables")
-
-            preamble, post_items = split_items(post_sql)
-            workers = _Workers(source, target, snapshot, preamble)
-            workers.state_schema = opts.state_schema
-            try:
-                t0 = time.monotonic()
-                todo = [t for t in tables if run.tables.get((t.schema, t.name)) != "copied"]
-                results: dict[str, TableResult] = {}
-                if todo:
-                    with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
-                        for res in pool.map(
-                            lambda t: _with_retries(
-                                workers,
-                                opts,
-                                f"copy {t.label}",
-                                rep,
-                                lambda: _copy_table(workers, t, rep),
-                            ),
-                            todo,
-                        ):
-                            results[f"{res.schema}.{res.table}"] = res
-                for t in tables:
-                    if t.label not in results:
-                        results[t.label] = TableResult(
-                            t.schema,
-                            t.name,
-                            run.rows.get((t.schema, t.name), 0),
-                            0,
-                            0.0,
-                            "copied earlier",
-                        )
-                report.tables = [results[t.label] for t in tables]
-                timings["data"] = round(time.monotonic() - t0, 3)
-
-                t0 = time.monotonic()
-                if "sequences" not in run.steps:
-                    seqs = _sequences(snap, schemas)
-                    with tconn.transaction():
-                        for name, value, called in seqs:
-                            tconn.execute(
-                                "SELECT pg_catalog.setval(%s::regclass, %s, %s)",
-                                (name, value, called),
-                            )
-                        state.step_done(tconn, "sequences", opts.state_schema)
-                    report.sequences = len(seqs)
-                timings["sequences"] = round(time.monotonic() - t0, 3)
-
-                t0 = time.monotonic()
-                pending = [i for i in post_items if _step_key(i) not in run.steps]
-                rep.start("post-data", "indexes and constraints", len(pending))
-                first = [i for i in pending if i.kind in _FIRST_WAVE]
-                rest = [i for i in pending if i.kind not in _FIRST_WAVE]
-                with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
-                    list(pool.map(lambda i: _apply_retrying(workers, opts, i, rep), first))
-                for item in rest:
-                    _apply_retrying(workers, opts, item, rep)
-                rep.finish("post-data", f"post-data: {len(pending)} statements")
-                report.post_data = len(pending)
-                timings["post_data"] = round(time.monotonic() - t0, 3)
-            finally:
-                workers.close()
-            with tconn.transaction():
-                state.finish(tconn, opts.state_schema)
-    timings["total"] = round(time.monotonic() - began, 3)
-    report.timings = timings
-    rep.info(f"import complete in {timings['total']:.1f}s")
+    report = ImportReport(
+        source.masked, target.masked, schemas, pg_dump="", dry_run=opts.dry_run, resumed=False
+    )
+    with (
+        source.connect() as snap,
+        target.connect(autocommit=True) as tconn,
+        tempfile.TemporaryDirectory(prefix="qckstrt-migrate-") as tmp,
+    ):
+        ctx = ImportContext(source, target, opts, rep, snap, tconn, Path(tmp), schemas, report)
+        with _step(ctx, "preflight"):
+            preflight(ctx)
+        with _step(ctx, "schema dump"):
+            schema_dump(ctx)
+        if opts.dry_run:
+            dry_run(ctx)
+        else:
+            _write(ctx)
+    ctx.timings["total"] = round(time.monotonic() - began, 3)
+    report.timings = ctx.timings
+    if not opts.dry_run:
+        rep.info(f"import complete in {ctx.timings['total']:.1f}s")
     return report
 
 
+def _write(ctx: ImportContext) -> None:
+    """Steps 3-9; a replace runs 5-9 with its drops in the target's one transaction."""
+    with _step(ctx, "target backup"):
+        target_backup(ctx)
+    if ctx.discard and not ctx.replacing:
+        discard_earlier(ctx)
+    with _step(ctx, "backup"):
+        backup(ctx)
+    preamble, items = split_items(clean_sql(ctx.post_sql, ctx.settings))
+    if ctx.replacing:
+        ctx.rep.info("replace: drop and re-create in one transaction, one table at a time")
+        workers = Workers(
+            ctx.source,
+            ctx.target,
+            ctx.snapshot,
+            preamble,
+            (ctx.snap, ctx.tconn),
+            ctx.opts.state_schema,
+        )
+        with ctx.tconn.transaction():
+            drop_existing(ctx)
+            _load(ctx, workers, items)
+        return
+    workers = Workers(
+        ctx.source, ctx.target, ctx.snapshot, preamble, state_schema=ctx.opts.state_schema
+    )
+    try:
+        _load(ctx, workers, items)
+    finally:
+        workers.close()
+
+
+def _load(ctx: ImportContext, workers: Workers, items: list[SqlItem]) -> None:
+    with _step(ctx, "pre-data"):
+        pre_data(ctx)
+    with _step(ctx, "data"):
+        data(ctx, workers)
+    with _step(ctx, "sequences"):
+        sequences(ctx)
+    with _step(ctx, "post-data"):
+        post_data(ctx, workers, items)
+    with _step(ctx, "finish"):
+        finish(ctx)
+
+
 __all__ = [
+    "STEPS",
+    "ImportContext",
     "ImportOptions",
     "ImportReport",
     "MigrationError",

@@ -185,7 +185,8 @@ def test_auth_carried_users_sign_in_policies_filter_and_a_rerun_changes_nothing(
         "row security public.documents",
         "policy public.documents documents_own",
     ]
-    assert [lo.name for lo in report.left_out] == [
+    # (settings the target's server does not know depend on the pg_dump version: not listed here)
+    assert [lo.name for lo in report.left_out if lo.kind != "setting"] == [
         "grants on schema auth to dashboard_user",
         "for role supabase_auth_admin in schema auth",
         "BYPASSRLS of service_role",
@@ -206,7 +207,8 @@ def test_auth_carried_users_sign_in_policies_filter_and_a_rerun_changes_nothing(
     again = carry_auth(src, tgt, store, reporter=lines)
     assert again.already_complete and not again.roles.changed
     assert again.owners_changed == 0 and again.reapplied == []
-    assert again.left_out == report.left_out  # and still says what stays behind
+    # and still says what stays behind (settings come with the schema's statements, applied once)
+    assert again.left_out == [lo for lo in report.left_out if lo.kind != "setting"]
     with psycopg.connect(url) as tconn:
         assert _catalog(tconn) == before
         assert _one(tconn, "SELECT count(*) FROM auth.users WHERE id = %s", user_id) == 0

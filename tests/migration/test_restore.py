@@ -201,3 +201,39 @@ def test_a_bad_location_is_one_clear_line(
     assert main(["restore", "--from", location, "--target", url]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(lines) == 1 and cause in lines[0]
+
+
+def test_restore_applies_a_dump_from_another_server_leaving_its_options_out(
+    servers: Servers,
+) -> None:
+    """What pg_restore writes for a backup of a server that stamps `pg_attver` on its columns
+    (the embedded server cannot make one: the SQL is crafted), applied by restore's own loop."""
+    import io
+
+    from migration.progress import NullReporter
+    from migration.restore import _apply
+    from migration.schema_apply import target_settings
+    from migration.supabase import LeftOut
+
+    script = io.StringIO(
+        "SET statement_timeout = 0;\n\n--\n"
+        "-- Name: notes; Type: TABLE; Schema: public; Owner: -\n--\n\n"
+        "CREATE TABLE public.notes (id integer NOT NULL, body text) WITH (qckstrt_x='1');\n"
+        "ALTER TABLE ONLY public.notes ALTER COLUMN body SET (pg_attver='15.20');\n\n--\n"
+        "-- Data for Name: notes; Type: TABLE DATA; Schema: public; Owner: -\n--\n\n"
+        "COPY public.notes (id, body) FROM stdin;\n1\tfirst\n2\tsecond\n\\.\n"
+    )
+    _, url = servers.target_db()
+    left: list[LeftOut] = []
+    with psycopg.connect(url) as conn, conn.transaction():
+        counts = _apply(conn, script, target_settings(conn), NullReporter(), left)
+    assert counts == {"public.notes": 2}
+    assert {(lo.kind, lo.name) for lo in left} == {
+        ("storage parameter", "qckstrt_x='1' on TABLE public.notes"),
+        ("column option", "pg_attver='15.20' on TABLE public.notes column body"),
+    }
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT body FROM public.notes ORDER BY id").fetchall() == [
+            ("first",),
+            ("second",),
+        ]

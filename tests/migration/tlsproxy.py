@@ -29,14 +29,27 @@ GSSENC_REQUEST = 80877104
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """Write a self-signed certificate for 127.0.0.1/localhost; return (cert, key) paths."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    """Write a CA (``ca.crt``) and a certificate it signed for 127.0.0.1/localhost; return
+    (cert, key) paths. ``sslrootcert=<directory>/ca.crt`` makes verify-ca/verify-full pass."""
     now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "qckstrt test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -47,8 +60,9 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
             ),
             critical=False,
         )
-        .sign(key, hashes.SHA256())
+        .sign(ca_key, hashes.SHA256())
     )
+    (directory / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_path, key_path = directory / "server.crt", directory / "server.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
@@ -92,6 +106,7 @@ class TLSProxy:
         self.backend_port = backend_port
         self._dir = Path(tempfile.mkdtemp(prefix="tlsproxy-"))
         cert, key = make_certificate(self._dir)
+        self.ca = self._dir / "ca.crt"
         self._ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._ctx.load_cert_chain(cert, key)
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
