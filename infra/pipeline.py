@@ -32,6 +32,7 @@ from migration.providers import (
     StorageCopy,
     StorageOptions,
 )
+from migration.retrieval import RetrievalThresholds
 
 
 @dataclass
@@ -137,6 +138,9 @@ class DataSteps(pulumi.ComponentResource):
                 hnsw_m=s.hnsw_m,
                 hnsw_ef_construction=s.hnsw_ef_construction,
                 revision=s.reindex_revision,
+                ef_search=s.ef_search,
+                iterative_scan=s.iterative_scan,
+                max_scan_tuples=s.max_scan_tuples,
             ),
             after={"import": self.data_import.run_id},
             opts=step_opts(before_reindex),
@@ -156,6 +160,9 @@ class DataSteps(pulumi.ComponentResource):
             table=s.vector_table,
             storage=(args.bucket_name, storage) if storage is not None else None,
             opts=step_opts(self.reindex),
+            retrieval=RetrievalThresholds(
+                sample_size=s.retrieval_sample, max_short_results=s.max_short_results
+            ),
         )
         self.register_outputs(
             {

@@ -391,6 +391,11 @@ class MigrationSettings:
     reindex_revision: int
     hnsw_m: int
     hnsw_ef_construction: int
+    ef_search: int
+    iterative_scan: str
+    max_scan_tuples: int
+    retrieval_sample: int
+    max_short_results: int
     storage_source_path: str
     storage_source_bucket: str
     storage_source_endpoint: str

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from migration.demo import DemoReport
     from migration.reindex import ReindexSettings
     from migration.restore import RestoreReport
+    from migration.retrieval import RetrievalCheck, RetrievalThresholds
     from migration.run import RunReport
     from migration.transfer import ImportReport
     from migration.verify import VerifyReport
@@ -219,7 +220,15 @@ def _cmd_verify(args: argparse.Namespace, rep: RichReporter) -> Any:
         args.schemas,
         vector_table=args.vector_table,
         reporter=rep,
+        retrieval=_retrieval(args),
     )
+
+
+def _retrieval(args: argparse.Namespace) -> RetrievalThresholds:
+    from migration.retrieval import RetrievalThresholds
+
+    thresholds: RetrievalThresholds = _library_options(RetrievalThresholds, args)
+    return thresholds
 
 
 def _reindex_settings(args: argparse.Namespace) -> ReindexSettings:
@@ -268,7 +277,12 @@ def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> Any:
         settings = storage_cli.copy_settings(args)
         storage = StorageStep(storage_cli.open_source(args, settings), settings)
     opts = _library_options(
-        RunOptions, args, reindex=_reindex_settings(args), auth_store=store, storage=storage
+        RunOptions,
+        args,
+        reindex=_reindex_settings(args),
+        auth_store=store,
+        storage=storage,
+        retrieval=_retrieval(args),
     )
     source, target = _endpoint(args, "source"), _endpoint(args, "target")
     return run_all(source, target, opts, rep)
@@ -359,7 +373,7 @@ SUBCOMMANDS: dict[str, tuple[str, Handler]] = {
     "extension": ("1. create/update pgvector on the target", _cmd_extension),
     "import": ("2. back up, then import schema and data", _cmd_import),
     "reindex": ("3. re-embed every chunk and build the HNSW index", _cmd_reindex),
-    "verify": ("4. compare row counts and checksums", _cmd_verify),
+    "verify": ("4. compare row counts and checksums; measure the app's vector query", _cmd_verify),
     "auth": ("opt-in, after the import: Supabase's roles and schema auth (GoTrue)", _cmd_auth),
     "storage": (
         "copy storage-api's files into the stack's bucket at its S3 keys, then check them "
@@ -437,6 +451,24 @@ def _render_verify(console: Any, report: VerifyReport) -> None:
             "ok" if t.ok else "DIFFERS",
         )
     console.print(table)
+    if report.retrieval is not None:
+        _render_retrieval(console, report.retrieval)
+
+
+def _render_retrieval(console: Any, r: RetrievalCheck) -> None:
+    from rich.table import Table
+
+    table = Table("measure", "value", title=f"the app's vector query on {r.table}")
+    table.add_row("sampled", f"{r.sampled:,} of {r.chunks:,} chunks, {r.users_sampled} users")
+    for k, recall in ((3, r.recall_at_3), (5, r.recall_at_5), (10, r.recall_at_10)):
+        table.add_row(f"recall@{k}", f"{recall:.4f}")
+    table.add_row("self-hit rate", f"{r.self_hit_rate:.4f}")
+    table.add_row("short results", str(r.short_results))
+    table.add_row("latency p50 / p95", f"{r.latency_p50_ms:.2f} / {r.latency_p95_ms:.2f} ms")
+    table.add_row("session settings", ", ".join(f"{k}={v}" for k, v in r.session_settings.items()))
+    console.print(table)
+    for line in r.failures:
+        console.print(f"FAILS: {line}", highlight=False, soft_wrap=True)
 
 
 def _render_import(console: Any, report: ImportReport) -> None:
@@ -510,6 +542,11 @@ def _render_demo(console: Any, report: DemoReport) -> None:
         hits.add_row(
             str(hit.rank), f"{hit.distance:.4f}", hit.chunk_id[-12:], hit.content[:90] + "..."
         )
+    from migration.verify import VerifyReport as Verified  # at run time, for isinstance
+
+    verified = next((s.report for s in report.run.steps if s.name == "verify"), None)
+    if isinstance(verified, Verified) and verified.retrieval is not None:
+        _render_retrieval(console, verified.retrieval)
     console.print(f"question: {report.question!r} (embedded with the same model)")
     console.print(hits)
     _render_demo_footer(console, report)

@@ -3,7 +3,9 @@
 Two embedded PostgreSQL 16 + pgvector servers stand in for Supabase and RDS: the source is seeded
 with generated QCKSTRT data (`migration.demo_data`), the target is reached over TCP with a
 password as a non-superuser master role, as on RDS. Then the same library calls `pulumi up` makes
-run (`migration.run.run_all`), and a sample RAG retrieval shows the fresh vectors at work.
+run (`migration.run.run_all`): the verify step measures the app's own vector query on the target
+(recall@3/5/10 against exact search, short results, latency, with the database settings the
+re-index set), and a sample RAG retrieval shows the fresh vectors at work.
 
 Why the servers are reused: a second `make demo` should be quick and show that a migrated target
 is left alone (every step finds nothing to do); `--fresh` starts over from an empty directory.

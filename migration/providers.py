@@ -40,6 +40,7 @@ from migration import options
 from migration.connection import DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, Endpoint
 from migration.errors import ConfigError, ConnectionFailed, MigrationError, VerificationFailed
 from migration.progress import LogReporter
+from migration.retrieval import RetrievalCheck, RetrievalThresholds
 
 if TYPE_CHECKING:
     from migration.storage_verify import StorageCheckReport
@@ -495,8 +496,9 @@ class ReindexProvider(_StepProvider):
 
         settings: ReindexSettings = library_options(ReindexSettings, props, self.STEP_ID)
         report = reindex(_target(props, secrets), settings, reporter=reporter)
-        index = report.index
+        index, searched = report.index, report.search_settings
         return {
+            "search_settings": dict(searched.settings) if searched else {},
             "rows_total": report.rows_total,
             "rows_embedded": report.rows_embedded,
             "rows_skipped": report.rows_skipped,
@@ -505,7 +507,12 @@ class ReindexProvider(_StepProvider):
             "index_name": index.name if index else "",
             "index_action": index.action if index else "",
             "index_seconds": index.seconds if index else 0.0,
-        }, bool(report.rows_embedded or (index and index.action != "kept"))
+        }, bool(
+            report.rows_embedded
+            or (index and index.action != "kept")
+            # New search settings change what the app's queries return: the check runs again.
+            or (searched and searched.changed)
+        )
 
 
 class MigrationCheckProvider(_StepProvider):
@@ -536,6 +543,7 @@ class MigrationCheckProvider(_StepProvider):
                 [str(s) for s in props.get("schemas") or ["public"]],
                 vector_table=str(props.get("table") or options.DEFAULT_TABLE),
                 reporter=reporter,
+                retrieval=library_options(RetrievalThresholds, props, self.STEP_ID),
             )
         except VerificationFailed as exc:
             listed = (exc.result.mismatches if exc.result is not None else None) or [str(exc)]
@@ -550,6 +558,7 @@ class MigrationCheckProvider(_StepProvider):
             "tables": len(report.tables),
             "rows": sum(t.source_rows for t in report.tables),
             "import_state": report.import_state,
+            **_retrieval_outputs(report.retrieval),
             **self._storage(props, source, secrets, reporter),
             **self._auth(source, _target(props, secrets), reporter),
         }, True
@@ -688,6 +697,22 @@ def _check_outputs(checked: StorageCheckReport) -> dict[str, Any]:
         "target_rows_compared": checked.target is not None,
         "storage_checked": checked.ok,
     }
+
+
+_RETRIEVAL_OUTPUTS = (
+    "recall_at_3",
+    "recall_at_5",
+    "recall_at_10",
+    "self_hit_rate",
+    "short_results",
+    "latency_p50_ms",
+    "latency_p95_ms",
+)
+
+
+def _retrieval_outputs(check: RetrievalCheck | None) -> dict[str, Any]:
+    """The app's query figures as outputs (None where the target has no vector table)."""
+    return {name: getattr(check, name) if check else None for name in _RETRIEVAL_OUTPUTS}
 
 
 class _ScrubbingStore:
@@ -916,6 +941,9 @@ class ReindexOptions:
     hnsw_ef_construction: int = _default("hnsw_ef_construction")
     allow_dimension_change: bool = _default("allow_dimension_change")
     revision: int = _default("reindex_revision")
+    ef_search: int = _default("ef_search")
+    iterative_scan: str = _default("iterative_scan")
+    max_scan_tuples: int = _default("max_scan_tuples")
 
     def inputs(self) -> dict[str, Any]:
         return asdict(self)
@@ -945,6 +973,7 @@ class Reindex(_StepResource, module="qckstrt", name="Reindex"):
             "index_name",
             "index_action",
             "index_seconds",
+            "search_settings",
         )
         super().__init__(ReindexProvider(), name, inputs, outputs, opts)
 
@@ -965,15 +994,20 @@ class MigrationCheck(_StepResource, module="qckstrt", name="MigrationCheck"):
         table: str = options.DEFAULT_TABLE,
         storage: tuple[pulumi.Input[str], StorageOptions] | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        retrieval: RetrievalThresholds | None = None,
     ) -> None:
         """:param storage: the stack's bucket and the storage step's options, when the stack
         has that step: the check then looks at the files again after the re-index."""
+        limits = retrieval or RetrievalThresholds()
         inputs = {
             **connection.inputs(),
             "source_secret_arn": source_secret_arn,
             "schemas": schemas or ["public"],
             "revision": revision,
             "table": table,
+            "retrieval_sample": limits.sample_size,
+            "min_recall_at_5": limits.min_recall_at_5,
+            "max_short_results": limits.max_short_results,
             "after": dict(after),
         }
         if storage is not None:
@@ -987,6 +1021,7 @@ class MigrationCheck(_StepResource, module="qckstrt", name="MigrationCheck"):
             "auth_users",
             "auth_identities",
             "auth_checked",
+            *_RETRIEVAL_OUTPUTS,
         )
         super().__init__(MigrationCheckProvider(), name, inputs, outputs, opts)
 

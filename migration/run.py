@@ -26,6 +26,7 @@ from migration.lock import target_lock
 from migration.options import option, validate
 from migration.progress import NullReporter, Reporter
 from migration.reindex import ReindexSettings
+from migration.retrieval import RetrievalThresholds
 from migration.roles import PasswordStore
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class RunOptions:
     lock_wait_seconds: float = option("lock_wait_seconds")
     #: Where the auth step keeps the service roles' passwords; None: no auth step.
     auth_store: PasswordStore | None = None
+    retrieval: RetrievalThresholds = field(default_factory=RetrievalThresholds)
     storage: StorageStep | None = None
 
     def __post_init__(self) -> None:
@@ -193,7 +195,14 @@ def _reindex(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -
 def _verify(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
     from migration.verify import verify
 
-    return verify(source, target, o.schemas, vector_table=o.reindex.table, reporter=rep)
+    return verify(
+        source,
+        target,
+        o.schemas,
+        vector_table=o.reindex.table,
+        reporter=rep,
+        retrieval=o.retrieval,
+    )
 
 
 def _summary(report: StepReport) -> str:
@@ -240,12 +249,20 @@ def _summary(report: StepReport) -> str:
     if isinstance(report, ReindexReport):
         index = report.index
         rate = f"{report.chunks_per_second:.1f}/s" if report.rows_embedded else "all current"
+        searched = report.search_settings.settings if report.search_settings else {}
+        shown = ", ".join(f"{k}={v}" for k, v in searched.items()) or "pgvector defaults"
         return (
             f"{report.rows_embedded:,} of {report.rows_total:,} chunks embedded ({rate}); "
-            f"index {index.name if index else '-'} {index.action if index else '-'}"
+            f"index {index.name if index else '-'} {index.action if index else '-'}; {shown}"
         )
     rows = sum(t.source_rows for t in report.tables)
-    return f"{len(report.tables)} tables, {rows:,} rows: counts and checksums match"
+    line = f"{len(report.tables)} tables, {rows:,} rows: counts and checksums match"
+    if (q := report.retrieval) is not None:
+        line += (
+            f"; app's query: recall@5 {q.recall_at_5:.4f}, {q.short_results} short, "
+            f"p95 {q.latency_p95_ms:.1f} ms"
+        )
+    return line
 
 
 Step = Callable[[Endpoint, Endpoint, RunOptions, Reporter], Any]

@@ -1,16 +1,20 @@
-"""Step 4 of the pipeline (3 of this engine): compare source and target table by table.
+"""Step 4 of the pipeline (3 of this engine): compare source and target table by table, then
+measure retrieval as the app runs it.
 
 Per table: row counts and an order-independent content checksum computed in SQL on both sides
 (the sum, as numeric, of the first 64 bits of md5 of each row's text). A sum, unlike xor, also
 notices duplicated rows. The vector table's checksum leaves out `embedding`, which the re-index
 rewrites. Both sessions use the same output settings (UTC, ISO dates), so text forms agree.
 
+Counts and checksums cannot see whether the app's vector search works on the target, so the
+vector table is then measured with `migration.retrieval` (recall@3/5/10 of the app's own query
+against exact search, short results, self-hits, latency) and judged against thresholds.
+
 The import's state is read first: a target whose import is not complete never passes.
 """
 
 from __future__ import annotations
 
-import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,6 +25,7 @@ from migration import state
 from migration.connection import Conn, Endpoint, refuse_same_database
 from migration.errors import UnknownSchema, VerificationFailed
 from migration.progress import NullReporter, Reporter
+from migration.retrieval import RetrievalCheck, RetrievalThresholds, measure_retrieval
 
 VECTOR_TABLE = "qckstrt_embeddings_vectors"
 DEFAULT_LEFT_OUT = {VECTOR_TABLE: ("embedding",)}
@@ -52,9 +57,9 @@ class VerifyReport:
     import_state: str
     tables: list[TableCheck] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
-    #: The sample similarity query: each sampled chunk's own vector, searched for with `<=>`
-    #: as the app searches, must find that chunk first (or an identical vector).
-    similarity: list[dict[str, Any]] = field(default_factory=list)
+    #: The app's vector query measured against exact search (None: no vector table, or the
+    #: tables already differ).
+    retrieval: RetrievalCheck | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,136 +101,109 @@ def verify(
     schemas: list[str] | None = None,
     *,
     left_out_columns: dict[str, tuple[str, ...]] | None = None,
-    vector_table: str = VECTOR_TABLE,
     reporter: Reporter | None = None,
+    vector_table: str = VECTOR_TABLE,
+    retrieval: RetrievalThresholds | None = None,
 ) -> VerifyReport:
-    """Compare every application table of `source` with `target`.
+    """Compare every application table of `source` with `target`, then measure retrieval.
 
     :param schemas: application schemas (default ``public``).
     :param left_out_columns: table -> columns kept out of the checksum (default: the vector
         table's `embedding`).
-    :param vector_table: the table the re-index rewrites (the stack's ``vectorTable``).
-    :param reporter: receives one line per table.
+    :param reporter: receives one line per table and the retrieval figures.
+    :param vector_table: the app's vector table (``<PROJECT>_embeddings_vectors``).
+    :param retrieval: sample size and thresholds of the retrieval measure (defaults: 500
+        chunks, recall@5 at least 0.99, no short results).
     :returns: the report (``ok`` True).
-    :raises VerificationFailed: any mismatch, a missing table, or an incomplete import; the
-        exception carries the report.
+    :raises VerificationFailed: any mismatch, a missing table, an incomplete import, or the
+        app's query below a threshold; the exception carries the report.
     """
     rep = reporter or NullReporter()
     schemas = schemas or ["public"]
-    skip = {vector_table: ("embedding",)} if left_out_columns is None else left_out_columns
+    skip: dict[str, tuple[str, ...]] = (
+        {vector_table: ("embedding",)} if left_out_columns is None else left_out_columns
+    )
     with source.connect(autocommit=True) as sconn, target.connect(autocommit=True) as tconn:
         refuse_same_database(sconn, tconn)
-        run = state.read(tconn)
-        import_state = "none" if run is None else run.status
-        report = VerifyReport(ok=False, import_state=import_state)
-        if run is not None and not run.complete:
-            pending = sorted(f"{s}.{t}" for (s, t), st in run.tables.items() if st != "copied")
-            report.mismatches = pending
-            detail = f" ({len(pending)} tables not copied: {', '.join(pending)})" if pending else ""
-            raise VerificationFailed(
-                f"the import into the target is incomplete{detail}: run the import again "
-                "(it resumes), then verify",
-                report,
-            )
-        known = {
-            str(r[0])
-            for r in sconn.execute(
-                "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (schemas,)
-            ).fetchall()
-        }
-        if missing := [s for s in schemas if s not in known]:
-            raise UnknownSchema(f"schema {', '.join(missing)} does not exist on the source")
+        report = _import_state(tconn)
+        _check_schemas(sconn, schemas)
         sconn.execute(_SESSION)
         tconn.execute(_SESSION)
         tables = _tables(sconn, schemas)
-        rep.start("verify", "verify tables", len(tables))
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            for schema, table, columns in tables:
-                used = [c for c in columns if c not in skip.get(table, ())]
-                future = pool.submit(checksum, sconn, schema, table, used)
-                try:
-                    t_rows, t_sum = checksum(tconn, schema, table, used)
-                    target_rows: int | None = t_rows
-                    target_sum: str | None = t_sum
-                except (errors.UndefinedTable, errors.UndefinedColumn, errors.InvalidSchemaName):
-                    target_rows, target_sum = None, None
-                s_rows, s_sum = future.result()
-                ok = target_rows == s_rows and target_sum == s_sum
-                label = f"{schema}.{table}"
-                report.tables.append(
-                    TableCheck(
-                        label,
-                        s_rows,
-                        target_rows,
-                        s_sum,
-                        target_sum,
-                        [c for c in columns if c not in used],
-                        ok,
-                    )
-                )
-                if not ok:
-                    report.mismatches.append(label)
-                rep.advance("verify", 1)
-        rep.finish("verify", f"verified {len(tables)} tables")
-        if any(t == vector_table for _, t, _ in tables) and report.mismatches == []:
-            vector_schema = next(s for s, t, _ in tables if t == vector_table)
-            report.similarity = similarity_sample(tconn, vector_schema, table=vector_table)
-            failed = [c for c in report.similarity if not c["ok"]]
-            for check in failed:
-                report.mismatches.append(
-                    f"nearest-neighbour search for chunk {check['id']} returned "
-                    f"{check['nearest']} at distance {check['distance']}, not the chunk itself"
-                )
-            if report.similarity:
-                rep.info(
-                    f"similarity: {len(report.similarity) - len(failed)} of "
-                    f"{len(report.similarity)} sampled chunks find themselves first"
-                )
-    report.ok = not report.mismatches
+        _compare_tables(sconn, tconn, tables, skip, report, rep)
+    vector_schema = next((s for s, t, _ in tables if t == vector_table), None)
+    if vector_schema is not None and not report.mismatches:
+        rep.info(f"measuring the app's vector query on {vector_schema}.{vector_table}")
+        report.retrieval = measure_retrieval(target, vector_schema, vector_table, retrieval)
+        rep.info(report.retrieval.summary())
+    report.ok = not report.mismatches and (report.retrieval is None or report.retrieval.ok)
     if not report.ok:
+        raise VerificationFailed(_failure_message(report), report)
+    return report
+
+
+def _import_state(tconn: Conn) -> VerifyReport:
+    """A fresh report; refuses a target whose import has not completed."""
+    run = state.read(tconn)
+    report = VerifyReport(ok=False, import_state="none" if run is None else run.status)
+    if run is not None and not run.complete:
+        pending = sorted(f"{s}.{t}" for (s, t), st in run.tables.items() if st != "copied")
+        report.mismatches = pending
+        detail = f" ({len(pending)} tables not copied: {', '.join(pending)})" if pending else ""
         raise VerificationFailed(
-            f"source and target differ in {', '.join(report.mismatches)}", report
+            f"the import into the target is incomplete{detail}: run the import again "
+            "(it resumes), then verify",
+            report,
         )
     return report
 
 
-def similarity_sample(
-    conn: Conn, schema: str, size: int = 5, table: str = VECTOR_TABLE
-) -> list[dict[str, Any]]:
-    """Search for a few chunks by their own vector, the way the app searches (cosine, `<=>`).
+def _check_schemas(sconn: Conn, schemas: list[str]) -> None:
+    rows = sconn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (schemas,)
+    ).fetchall()
+    known = {str(r[0]) for r in rows}
+    if missing := [s for s in schemas if s not in known]:
+        raise UnknownSchema(f"schema {', '.join(missing)} does not exist on the source")
 
-    Counts and checksums leave the embedding out (the re-index rewrites it), so this is the
-    check that the vectors and their index answer queries: every sampled chunk must come back
-    first, at distance 0 (an identical vector of a duplicate text counts too). ``ef_search`` is
-    raised for the check so that the approximate index does not miss by chance.
-    """
-    qualified = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-    checks: list[dict[str, Any]] = []
-    with conn.transaction():
-        with contextlib.suppress(errors.UndefinedObject), conn.transaction():
-            conn.execute("SET LOCAL hnsw.ef_search = 200")
-        sample = conn.execute(
-            sql.SQL(
-                "SELECT id FROM {} WHERE embedding IS NOT NULL ORDER BY md5(id::text) LIMIT %s"
-            ).format(qualified),
-            (size,),
-        ).fetchall()
-        for (chunk_id,) in sample:
-            row = conn.execute(
-                sql.SQL(
-                    "WITH q AS (SELECT embedding AS v FROM {t} WHERE id = %s) "
-                    "SELECT id, embedding <=> (SELECT v FROM q) FROM {t} "
-                    "ORDER BY embedding <=> (SELECT v FROM q) LIMIT 1"
-                ).format(t=qualified),
-                (chunk_id,),
-            ).fetchone()
-            nearest, distance = (str(row[0]), float(row[1])) if row else ("nothing", 1.0)
-            checks.append(
-                {
-                    "id": str(chunk_id),
-                    "nearest": nearest,
-                    "distance": round(distance, 6),
-                    "ok": nearest == str(chunk_id) or distance < 1e-6,
-                }
+
+def _compare_tables(
+    sconn: Conn,
+    tconn: Conn,
+    tables: list[tuple[str, str, list[str]]],
+    skip: dict[str, tuple[str, ...]],
+    report: VerifyReport,
+    rep: Reporter,
+) -> None:
+    """Counts and checksums of each table, the source's computed while the target's is."""
+    rep.start("verify", "verify tables", len(tables))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for schema, table, columns in tables:
+            used = [c for c in columns if c not in skip.get(table, ())]
+            future = pool.submit(checksum, sconn, schema, table, used)
+            try:
+                t_rows, t_sum = checksum(tconn, schema, table, used)
+                target_rows: int | None = t_rows
+                target_sum: str | None = t_sum
+            except (errors.UndefinedTable, errors.UndefinedColumn, errors.InvalidSchemaName):
+                target_rows, target_sum = None, None
+            s_rows, s_sum = future.result()
+            ok = target_rows == s_rows and target_sum == s_sum
+            label = f"{schema}.{table}"
+            left_out = [c for c in columns if c not in used]
+            report.tables.append(
+                TableCheck(label, s_rows, target_rows, s_sum, target_sum, left_out, ok)
             )
-    return checks
+            if not ok:
+                report.mismatches.append(label)
+            rep.advance("verify", 1)
+    rep.finish("verify", f"verified {len(tables)} tables")
+
+
+def _failure_message(report: VerifyReport) -> str:
+    parts = []
+    if report.mismatches:
+        parts.append(f"source and target differ in {', '.join(report.mismatches)}")
+    if report.retrieval is not None and report.retrieval.failures:
+        parts.append("the app's vector search falls short: " + "; ".join(report.retrieval.failures))
+    return "; ".join(parts)

@@ -46,6 +46,8 @@ def test_demo_migrates_retrieves_stops_and_reruns(
     assert "step 3/4: re-index" in err
     assert "60 of 60 chunks embedded" in err
     assert "counts and checksums match" in err
+    assert "app's query: recall@5 1.0000, 0 short" in err
+    assert "hnsw.ef_search=100" in err
     assert f"question: {QUESTION!r}" in err
     assert "RAG retrieval for user1@example.com" in err
     assert "what this demo does differently from RDS" in err

@@ -202,3 +202,80 @@ def test_a_running_step_still_gets_target_busy(
         running.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         with pytest.raises(TargetBusy, match="another qckstrt-migrate run"):
             reindex(Endpoint(url, "target"), _settings())
+
+
+def _session_settings(url: str) -> tuple[str, str]:
+    """(ef_search, iterative_scan) a new session of the app gets: it sets nothing itself."""
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT '[1]'::vector")
+        row = conn.execute(
+            "SELECT current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan')"
+        ).fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1])
+
+
+def test_search_settings_are_set_kept_updated_and_removed(servers: Servers) -> None:
+    """The database's hnsw settings follow the inputs; an unchanged re-run touches nothing."""
+    from migration.search_settings import database_settings
+    from tests.migration import vector_corpus
+
+    _, url = servers.target_db()
+    vector_corpus.create(url, index=False, state=True)
+    target = Endpoint(url, "target")
+    lines: list[str] = []
+    first = reindex(target, ReindexSettings(), LogReporter(lines.append))
+    assert not first.model_loaded and first.search_settings is not None
+    assert first.search_settings.settings == {
+        "hnsw.ef_search": "100",
+        "hnsw.iterative_scan": "strict_order",
+    }
+    assert "hnsw.ef_search=100, hnsw.iterative_scan=strict_order (changed)" in lines[-1]
+    assert _session_settings(url) == ("100", "strict_order")
+
+    again = reindex(target, ReindexSettings())
+    assert again.search_settings is not None and again.search_settings.changed == []
+    assert again.index is not None and again.index.action == "kept"
+    assert again.search_settings.settings == first.search_settings.settings
+
+    wider = reindex(target, ReindexSettings(ef_search=200, iterative_scan="relaxed_order"))
+    assert wider.search_settings is not None
+    assert sorted(wider.search_settings.changed) == [
+        "set hnsw.ef_search = 200",
+        "set hnsw.iterative_scan = relaxed_order",
+    ]
+    assert _session_settings(url) == ("200", "relaxed_order")
+
+    defaults = reindex(target, ReindexSettings(ef_search=40, iterative_scan="off"))
+    assert defaults.search_settings is not None
+    assert sorted(defaults.search_settings.changed) == [
+        "reset hnsw.ef_search",
+        "reset hnsw.iterative_scan",
+    ]
+    with psycopg.connect(url) as conn:
+        assert database_settings(conn) == {}
+    assert _session_settings(url) == ("40", "off")
+
+
+def test_search_settings_need_the_database_owner_and_are_refused_before_any_write(
+    servers: Servers,
+) -> None:
+    from tests.migration import vector_corpus
+
+    name, url = servers.target_db()
+    vector_corpus.create(url, index=False, state=True)
+    with servers.target.superuser(name) as conn:
+        conn.execute("CREATE ROLE not_owner LOGIN PASSWORD 'pw-not-owner'")
+        conn.execute("GRANT ALL ON SCHEMA public, qckstrt_migrate TO not_owner")
+        conn.execute("GRANT ALL ON ALL TABLES IN SCHEMA public, qckstrt_migrate TO not_owner")
+        conn.execute("ALTER TABLE qckstrt_embeddings_vectors OWNER TO not_owner")
+    other = Endpoint(url.replace(f"rdsmaster:{servers.master_password}", "not_owner:pw-not-owner"))
+    with pytest.raises(PreflightError, match=rf"database {name} .*which only its owner may do"):
+        reindex(other, ReindexSettings())
+    with psycopg.connect(url) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_indexes WHERE indexdef LIKE '%hnsw%'"
+        ).fetchone() == (0,)
+    # pgvector's defaults ask for nothing on the database: any table owner may re-index.
+    report = reindex(other, ReindexSettings(ef_search=40, iterative_scan="off"))
+    assert report.index is not None and report.index.action == "created"

@@ -196,8 +196,13 @@ def test_create_runs_the_steps_and_outputs_their_results(
     reindex = created["Reindex"][1]
     assert reindex["rows_embedded"] == CHUNKS and reindex["rows_total"] == CHUNKS
     assert reindex["index_name"] == "qckstrt_embeddings_vectors_embedding_idx"
+    assert reindex["search_settings"] == {
+        "hnsw.ef_search": "100",
+        "hnsw.iterative_scan": "strict_order",
+    }
     check = created["MigrationCheck"][1]
     assert check["ok"] is True and check["import_state"] == "complete"
+    assert check["recall_at_5"] >= 0.99 and check["short_results"] == 0
     with world.target() as conn:
         row = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE embedding IS NULL) "
@@ -254,7 +259,10 @@ def _inputs_of(kind: str, outs: dict[str, Any]) -> set[str]:
         ("DataImport", {"revision": 1, "on_existing": "replace"}, True),
         ("DataImport", {"jobs": 4}, False),
         ("DataImport", {"host": "127.0.0.1", "port": 15432}, False),
+        ("Reindex", {"ef_search": 200}, True),
+        ("Reindex", {"iterative_scan": "relaxed_order"}, True),
         ("MigrationCheck", {"after": {"import": "another-run"}}, True),
+        ("MigrationCheck", {"min_recall_at_5": 0.95}, True),
         ("PgvectorExtension", {"provider_version": "2"}, True),
     ],
 )
@@ -293,6 +301,19 @@ def test_update_with_nothing_new_returns_complete_outputs_and_keeps_data(
         assert set(outs) <= set(updated), kind
         assert updated["run_id"] == outs["run_id"], kind
     assert updated["rows_embedded"] == 0 and updated["index_action"] == "kept"
+
+
+def test_a_search_settings_change_embeds_nothing_and_re_runs_the_check(
+    world: World, created: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    id_, outs = created["Reindex"]
+    news = {k: v for k, v in outs.items() if k in _inputs_of("Reindex", outs)}
+    updated = world.host.update("Reindex", id_, outs, {**news, "ef_search": 150})
+    assert updated["rows_embedded"] == 0 and updated["index_action"] == "kept"
+    assert updated["search_settings"]["hnsw.ef_search"] == "150"
+    assert updated["run_id"] != outs["run_id"]  # the check, after it, runs again
+    restored = world.host.update("Reindex", id_, updated, news)
+    assert restored["search_settings"]["hnsw.ef_search"] == "100"
 
 
 def test_delete_keeps_the_data_and_succeeds_when_the_database_is_gone(

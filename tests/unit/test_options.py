@@ -64,7 +64,15 @@ COMPANIONS: dict[str, dict[str, Any]] = {
     "storage_source_bucket": {"source_path": ""},
     "storage_source_endpoint": {"source_path": "", "source_bucket": "old-bucket"},
 }
-STEP_KEY_PREFIXES = ("migration", "reindex", "hnsw", "vector", "embedding", "storage")
+STEP_KEY_PREFIXES = (
+    "migration",
+    "reindex",
+    "hnsw",
+    "vector",
+    "embedding",
+    "storage",
+    "retrieval",
+)
 NOT_STEP_KEYS = {"migrationObjectExpirationDays", "storageSourceCredentials"}
 
 
@@ -77,7 +85,7 @@ def _sample(s: options.Setting) -> Any:
     if s.type == "integer":
         return int(s.default) + 1
     if s.type == "number":
-        return 1.5
+        return 0.5 if s.high is not None and s.high < 1.5 else 1.5
     if s.type == "boolean":
         return True
     if s.type == "array":
@@ -356,6 +364,11 @@ STACK_VALUES: dict[str, Any] = {
     "reindexRevision": 3,
     "hnswM": 24,
     "hnswEfConstruction": 96,
+    "hnswEfSearch": 200,
+    "hnswIterativeScan": "relaxed_order",
+    "hnswMaxScanTuples": 40000,
+    "retrievalSample": 800,
+    "retrievalMaxShortResults": 2,
     # The storage step (from an S3-compatible source; a path would be the other backend).
     "storageSourcePath": "",
     "storageSourceBucket": "old-storage",
