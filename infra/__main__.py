@@ -73,6 +73,7 @@ secrets = AppSecrets(
         stack=s.stack,
         protect=s.protect,
         kms_key_arn=key.key_arn,
+        auth_roles=s.migration.auth_enabled,
         app_config=AppConfigInputs(
             db_host=database.address,
             db_port=database.port,
@@ -119,6 +120,7 @@ if s.migration.enabled:
             backup_prefix=f"migration/{s.stack}",
             depends_on=[database, network, secrets, storage],
             storage_credentials_arn=secrets.source_storage_credentials_arn,
+            role_password_arns=secrets.role_password_arns,
         ),
     )
     pulumi.export("migrationBackupUri", steps.data_import.backup_uri)

@@ -9,12 +9,14 @@ the password in its own secret; copying it would leave a stale, unrotated duplic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import pulumi
 import pulumi_aws as aws
 
 from infra.settings import SecretSettings
+from migration.roles import LOGIN_ROLES
 
 
 @dataclass
@@ -33,6 +35,10 @@ class AppConfigInputs:
     bucket_name: pulumi.Input[str]
     region: str
     storage_tenant_id: str = "stub"
+    #: Login role -> ARN of its password secret (the auth step fills them); empty: no auth step.
+    role_password_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    #: ARN of the secret holding GoTrue's JWT secret; None when not configured.
+    gotrue_jwt_secret_arn: pulumi.Input[str] | None = None
 
 
 @dataclass
@@ -43,6 +49,8 @@ class AppSecretsArgs:
     kms_key_arn: pulumi.Input[str]
     app_config: AppConfigInputs
     tags: dict[str, str]
+    #: Declare the login roles' password secrets (``migrationAuth``).
+    auth_roles: bool = False
 
 
 def app_config_document(c: AppConfigInputs) -> pulumi.Output[str]:
@@ -72,8 +80,33 @@ def app_config_document(c: AppConfigInputs) -> pulumi.Output[str]:
             "GLOBAL_S3_BUCKET": c.bucket_name,
             "TENANT_ID": c.storage_tenant_id,
             "REGION": c.region,
+            **_service_entries(c),
         }
     )
+
+
+def _service_entries(c: AppConfigInputs) -> dict[str, pulumi.Input[str]]:
+    """What GoTrue and storage-api need on RDS: their roles and where their passwords are.
+
+    The database's host, port and name are the RELATIONAL_DB_* entries above; the passwords
+    stay in their secrets (ARNs here, never values), as does GoTrue's JWT secret.
+    """
+    out: dict[str, pulumi.Input[str]] = {}
+    arns = c.role_password_arns
+    if arns:
+        out.update(
+            {
+                "GOTRUE_DB_USERNAME": "supabase_auth_admin",
+                "GOTRUE_DB_PASSWORD_SECRET_ARN": arns["supabase_auth_admin"],
+                "STORAGE_DB_USERNAME": "supabase_storage_admin",
+                "STORAGE_DB_PASSWORD_SECRET_ARN": arns["supabase_storage_admin"],
+                "AUTHENTICATOR_DB_USERNAME": "authenticator",
+                "AUTHENTICATOR_DB_PASSWORD_SECRET_ARN": arns["authenticator"],
+            }
+        )
+    if c.gotrue_jwt_secret_arn is not None:
+        out["GOTRUE_JWT_SECRET_ARN"] = c.gotrue_jwt_secret_arn
+    return out
 
 
 class AppSecrets(pulumi.ComponentResource):
@@ -88,10 +121,33 @@ class AppSecrets(pulumi.ComponentResource):
         super().__init__("qckstrt:secrets:AppSecrets", name, None, opts)
         self._args = args
         self._name = name
+        # Before app-config, which names them by ARN.
+        self.role_password_arns: dict[str, pulumi.Output[str]] = {}
+        if args.auth_roles:
+            self.role_password_arns = {
+                role: self._empty_secret(
+                    f"db-role-{role.replace('_', '-')}",
+                    f"Password of the database role {role} ({{username, password}}); generated "
+                    "and written by the auth step, never in stack state",
+                ).arn
+                for role in LOGIN_ROLES
+            }
+        self.gotrue_jwt_secret_arn: pulumi.Output[str] | None = None
+        if args.settings.gotrue_jwt_secret is not None:
+            self.gotrue_jwt_secret_arn = self._secret(
+                "gotrue-jwt-secret",
+                "GoTrue's JWT secret (GOTRUE_JWT_SECRET), the source's, so tokens stay valid",
+                args.settings.gotrue_jwt_secret,
+            ).arn
+        config = replace(
+            args.app_config,
+            role_password_arns=dict(self.role_password_arns),
+            gotrue_jwt_secret_arn=self.gotrue_jwt_secret_arn,
+        )
         app_config = self._secret(
             "app-config",
             "QCKSTRT production settings (JSON); the DB password is in the RDS-managed secret",
-            app_config_document(args.app_config),
+            app_config_document(config),
         )
         self.app_config_arn = app_config.arn
         self.source_database_url_arn = None
@@ -116,14 +172,15 @@ class AppSecrets(pulumi.ComponentResource):
                 "appConfigArn": self.app_config_arn,
                 "sourceDatabaseUrlArn": self.source_database_url_arn,
                 "sourceStorageCredentialsArn": self.source_storage_credentials_arn,
+                "rolePasswordArns": self.role_password_arns,
+                "gotrueJwtSecretArn": self.gotrue_jwt_secret_arn,
             }
         )
 
-    def _secret(
-        self, suffix: str, description: str, value: pulumi.Input[str]
-    ) -> aws.secretsmanager.Secret:
+    def _empty_secret(self, suffix: str, description: str) -> aws.secretsmanager.Secret:
+        """A secret without a version: its value is written by a data step, not by Pulumi."""
         a = self._args
-        secret = aws.secretsmanager.Secret(
+        return aws.secretsmanager.Secret(
             f"{self._name}-{suffix}",
             name=f"qckstrt/{a.stack}/{suffix}",
             description=description,
@@ -132,6 +189,11 @@ class AppSecrets(pulumi.ComponentResource):
             tags=a.tags,
             opts=pulumi.ResourceOptions(parent=self, protect=a.protect),
         )
+
+    def _secret(
+        self, suffix: str, description: str, value: pulumi.Input[str]
+    ) -> aws.secretsmanager.Secret:
+        secret = self._empty_secret(suffix, description)
         aws.secretsmanager.SecretVersion(
             f"{self._name}-{suffix}-version",
             secret_id=secret.id,

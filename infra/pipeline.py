@@ -15,12 +15,14 @@ never ``protect``ed: they hold no data, so a model change can roll out in prod.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 
 from infra.settings import EmbeddingSettings, MigrationSettings
 from migration.providers import (
+    AuthStep,
     Connection,
     DataImport,
     MigrationCheck,
@@ -51,10 +53,12 @@ class DataStepsArgs:
     depends_on: list[pulumi.Resource]
     #: The source store's keys (the storage step from an S3 source), a secret's ARN.
     storage_credentials_arn: pulumi.Input[str] | None = None
+    #: Login role -> ARN of its password secret (``migrationAuth``); empty: no auth step.
+    role_password_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 class DataSteps(pulumi.ComponentResource):
-    """pgvector setup, import, (storage copy,) re-index and check, in that order."""
+    """pgvector setup, import, (auth, storage copy,) re-index and check, in that order."""
 
     def __init__(
         self, name: str, args: DataStepsArgs, opts: pulumi.ResourceOptions | None = None
@@ -91,6 +95,19 @@ class DataSteps(pulumi.ComponentResource):
             jobs=s.jobs,
             opts=step_opts(self.extension),
         )
+        self.auth: AuthStep | None = None
+        if s.auth_enabled and args.role_password_arns:
+            self.auth = AuthStep(
+                f"{name}-auth",
+                connection,
+                source_secret_arn=args.source_secret_arn,
+                password_secret_arns=args.role_password_arns,
+                after=self.data_import.run_id,
+                schemas=schemas,
+                jobs=s.jobs,
+                opts=step_opts(self.data_import),
+            )
+        after_import: pulumi.Resource = self.auth or self.data_import
         self.storage: StorageCopy | None = None
         storage = _storage_options(s)
         if storage is not None:
@@ -102,10 +119,13 @@ class DataSteps(pulumi.ComponentResource):
                 region=args.region,
                 options=storage,
                 credentials_secret_arn=args.storage_credentials_arn or "",
-                after={"import": self.data_import.run_id},
-                opts=step_opts(self.data_import),
+                after={
+                    "import": self.data_import.run_id,
+                    **({"auth": self.auth.run_id} if self.auth else {}),
+                },
+                opts=step_opts(after_import),
             )
-        before_reindex: pulumi.Resource = self.storage or self.data_import
+        before_reindex: pulumi.Resource = self.storage or after_import
         self.reindex = Reindex(
             f"{name}-reindex",
             connection,
@@ -133,6 +153,7 @@ class DataSteps(pulumi.ComponentResource):
                 "extension": self.extension.run_id,
                 "import": self.data_import.run_id,
                 "reindex": self.reindex.run_id,
+                **({"auth": self.auth.run_id} if self.auth else {}),
                 **({"storage": self.storage.run_id} if self.storage else {}),
             },
             schemas=schemas,
@@ -152,6 +173,7 @@ class DataSteps(pulumi.ComponentResource):
                 "indexName": self.reindex.index_name,
                 "verified": self.check.ok,
                 "filesCopied": self.storage.objects if self.storage else None,
+                "authRowsCarried": self.auth.rows if self.auth else None,
             }
         )
 

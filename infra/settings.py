@@ -254,6 +254,15 @@ KEYS: tuple[Key, ...] = (
         "to the step by ARN.",
         secret=True,
     ),
+    Key(
+        "gotrueJwtSecret",
+        "string",
+        "",
+        "Secret. The source GoTrue's JWT secret (GOTRUE_JWT_SECRET), so existing tokens and API "
+        "keys stay valid; kept in Secrets Manager as `qckstrt/<stack>/gotrue-jwt-secret`, named "
+        "by ARN in the app-config secret.",
+        secret=True,
+    ),
     # Data steps (dynamic resources run by `pulumi up`)
     *(_declared(str(s.key)) for s in options.keyed() if s.key not in _EMBEDDING_KEYS),
     # Monitoring
@@ -357,6 +366,7 @@ class SecretSettings:
     source_database_url: pulumi.Output[str] | None
     recovery_window_days: int
     source_storage_credentials: pulumi.Output[str] | None = None
+    gotrue_jwt_secret: pulumi.Output[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -391,6 +401,7 @@ class MigrationSettings:
     storage_source_endpoint: str
     storage_tenant: str
     allow_missing_objects: bool
+    auth_enabled: bool
 
     @property
     def copies_files(self) -> bool:
@@ -566,6 +577,7 @@ def load(config: pulumi.Config | None = None, stack: str | None = None) -> Setti
             source_database_url=read.secret("sourceDatabaseUrl"),
             recovery_window_days=read.integer("secretRecoveryWindowDays"),
             source_storage_credentials=read.secret("storageSourceCredentials"),
+            gotrue_jwt_secret=read.secret("gotrueJwtSecret"),
         ),
         storage=StorageSettings(
             force_destroy=read.boolean("bucketForceDestroy"),

@@ -244,10 +244,34 @@ def _cmd_reindex(args: argparse.Namespace, rep: RichReporter) -> Any:
     return reindex(_endpoint(args, "target"), _reindex_settings(args), reporter=rep)
 
 
+def _password_store(args: argparse.Namespace) -> Any:
+    """The Secrets Manager store named by `auth_password_secrets` (ARNs only, never values)."""
+    from migration.roles import SecretsManagerStore
+
+    raw = args.auth_password_secrets or ""
+    pairs = [item.split("=", 1) for item in raw.split(",") if item.strip()]
+    if not pairs or any(len(pair) != 2 for pair in pairs):
+        raise ConfigError(
+            "`auth_password_secrets` takes role=ARN pairs, comma-separated, one per login role",
+            setting="auth_password_secrets",
+        )
+    return SecretsManagerStore({role.strip(): arn.strip() for role, arn in pairs})
+
+
+def _cmd_auth(args: argparse.Namespace, rep: RichReporter) -> Any:
+    from migration.auth import AuthOptions, carry_auth
+
+    opts = _library_options(AuthOptions, args)
+    store = _password_store(args)
+    report = carry_auth(_endpoint(args, "source"), _endpoint(args, "target"), store, opts, rep)
+    return report
+
+
 def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> Any:
     from migration import storage_cli
     from migration.run import RunOptions, StorageStep, run_all
 
+    store = _password_store(args) if args.auth_password_secrets else None
     storage = None
     if storage_cli.wanted(args):
         settings = storage_cli.copy_settings(args)
@@ -256,6 +280,7 @@ def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> Any:
         RunOptions,
         args,
         reindex=_reindex_settings(args),
+        auth_store=store,
         storage=storage,
         retrieval=_retrieval(args),
     )
@@ -264,12 +289,20 @@ def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> Any:
 
 
 def _cmd_storage(args: argparse.Namespace, rep: RichReporter) -> Any:
+    from migration import storage_cli
     from migration.storage_cli import cmd_storage
+    from migration.storage_schema import carry_for_storage_step
 
     target = None
     if args.target or os.environ.get("TARGET_DATABASE_URL"):
         target = _endpoint(args, "target")
-    return cmd_storage(args, _endpoint(args, "source"), target, rep)
+    source = _endpoint(args, "source")
+    if not args.storage_check:
+        storage_cli.open_source(args, storage_cli.copy_settings(args))  # bad input stops here
+        # Schema storage first (when the auth step made the roles), then the bytes.
+        schemas = list(getattr(args, "schemas", None) or ["public"])
+        carry_for_storage_step(source, target, None, schemas, rep)
+    return cmd_storage(args, source, target, rep)
 
 
 def _cmd_restore(args: argparse.Namespace, rep: RichReporter) -> Any:
@@ -341,6 +374,7 @@ SUBCOMMANDS: dict[str, tuple[str, Handler]] = {
     "import": ("2. back up, then import schema and data", _cmd_import),
     "reindex": ("3. re-embed every chunk and build the HNSW index", _cmd_reindex),
     "verify": ("4. compare row counts and checksums; measure the app's vector query", _cmd_verify),
+    "auth": ("opt-in, after the import: Supabase's roles and schema auth (GoTrue)", _cmd_auth),
     "storage": (
         "copy storage-api's files into the stack's bucket at its S3 keys, then check them "
         "(opt-in; `run` takes it between import and re-index when a source backend is named)",

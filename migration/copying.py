@@ -132,9 +132,12 @@ class Workers:
         snapshot: str,
         preamble: str,
         fixed: tuple[Conn, Conn] | None = None,
+        state_schema: str = state.SCHEMA,
     ) -> None:
         self.source, self.target, self.snapshot, self.preamble = source, target, snapshot, preamble
         self.fixed = fixed
+        #: Where this import records its progress (the auth and storage steps keep their own).
+        self.state_schema = state_schema
         self._local = threading.local()
         self._all: list[Conn] = []
         self._lock = threading.Lock()
@@ -256,7 +259,9 @@ def copy_table(workers: Workers, table: Table, rep: Reporter) -> TableResult:
                         rep.advance(key, 1 << 20)
             rows = tcur.rowcount
             seconds = time.monotonic() - started
-            state.table_done(tgt, table.schema, table.name, rows, nbytes, seconds)
+            state.table_done(
+                tgt, table.schema, table.name, rows, nbytes, seconds, workers.state_schema
+            )
     except psycopg.Error as exc:
         if _lost(exc, src, tgt):
             raise ConnectionLost(f"lost the connection while copying {table.label}") from exc
@@ -285,7 +290,7 @@ def apply_post_data_item(
     try:
         with conn.transaction():
             apply_item(conn, item, left)
-            state.step_done(conn, step_key(item))
+            state.step_done(conn, step_key(item), workers.state_schema)
     except psycopg.Error as exc:
         if _lost(exc, conn):
             raise ConnectionLost(f"lost the connection during {item.kind} {item.name}") from exc

@@ -36,10 +36,10 @@ Rule = Literal[
 ]
 
 #: Steps, by the id the providers and the CLI share. ``run`` composes the first four.
-STEPS = ("extension", "import", "storage", "reindex", "verify", "restore")
+STEPS = ("extension", "import", "auth", "storage", "reindex", "verify", "restore")
 #: CLI subcommands that take step settings (``demo`` is a development helper with its own flags).
-COMMANDS = ("run", "extension", "import", "storage", "reindex", "verify", "restore")
-CONNECTING = ("run", "extension", "import", "storage", "reindex", "verify", "restore")
+COMMANDS = ("run", "extension", "import", "auth", "storage", "reindex", "verify", "restore")
+CONNECTING = ("run", "extension", "import", "auth", "storage", "reindex", "verify", "restore")
 DEFAULT_TABLE = "qckstrt_embeddings_vectors"
 #: What torch accepts as a device for the re-index (``auto`` picks a GPU when there is one).
 DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
@@ -148,7 +148,7 @@ SETTINGS: tuple[Setting, ...] = (
         "libpq sslmode of the data steps' connections (RDS forces SSL): require, verify-ca or "
         "verify-full (the last two need `PGSSLROOTCERT` pointing at the RDS CA bundle).",
         key="migrationSslMode",
-        steps=("extension", "import", "storage", "reindex", "verify"),
+        steps=("extension", "import", "auth", "storage", "reindex", "verify"),
         choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
     ),
     Setting(
@@ -159,7 +159,7 @@ SETTINGS: tuple[Setting, ...] = (
         commands=CONNECTING,
         flag="--connect-timeout",
         env="QCKSTRT_CONNECT_TIMEOUT",
-        steps=("extension", "import", "storage", "reindex", "verify"),
+        steps=("extension", "import", "auth", "storage", "reindex", "verify"),
         low=1,
         high=300,
     ),
@@ -179,7 +179,7 @@ SETTINGS: tuple[Setting, ...] = (
         "number",
         0.0,
         "Seconds to wait for another run's lock on the target.",
-        commands=("run", "import", "reindex", "restore"),
+        commands=("run", "import", "reindex", "restore", "auth"),
         flag="--lock-wait",
         env="QCKSTRT_LOCK_WAIT",
         steps=("reindex",),
@@ -208,12 +208,12 @@ SETTINGS: tuple[Setting, ...] = (
         "array",
         ["public"],
         "Application schemas the import copies and the check compares.",
-        commands=("run", "import", "verify"),
+        commands=("run", "import", "verify", "auth"),
         flag="--schemas",
         env="QCKSTRT_SCHEMAS",
         key="migrationSchemas",
-        steps=("import", "verify"),
-        triggers=("import", "verify"),
+        steps=("import", "verify", "auth"),
+        triggers=("import", "verify", "auth"),
         rule="identifiers",
         metavar="A,B",
     ),
@@ -222,11 +222,11 @@ SETTINGS: tuple[Setting, ...] = (
         "integer",
         2,
         "Tables the import copies (and indexes it builds) at once (1 to 16).",
-        commands=("run", "import"),
+        commands=("run", "import", "auth"),
         flag="--jobs",
         env="QCKSTRT_JOBS",
         key="migrationJobs",
-        steps=("import",),
+        steps=("import", "auth"),
         low=1,
         high=16,
     ),
@@ -285,7 +285,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "The pg_dump to use (its directory must hold pg_restore too); default: the newest "
         "whose major is at least the source's.",
-        commands=("run", "import"),
+        commands=("run", "import", "auth"),
         flag="--pg-dump",
         env="QCKSTRT_PG_DUMP",
         metavar="PATH",
@@ -295,12 +295,36 @@ SETTINGS: tuple[Setting, ...] = (
         "integer",
         3,
         "Retries of a table copy after a lost connection.",
-        commands=("run", "import"),
+        commands=("run", "import", "auth"),
         flag="--retries",
         env="QCKSTRT_RETRIES",
         low=0,
         high=100,
     ),
+    # -- the auth step (opt-in, after the import) ------------------------------------------------
+    Setting(
+        "auth_password_secrets",
+        "string",
+        None,
+        "Secrets Manager secret ARN of each login role's password, as role=ARN pairs "
+        "(supabase_auth_admin, supabase_storage_admin, authenticator); given to `run`, the auth "
+        "step runs after the import.",
+        commands=("run", "auth"),
+        flag="--auth-password-secrets",
+        env="QCKSTRT_AUTH_PASSWORD_SECRETS",
+        metavar="ROLE=ARN,...",
+    ),
+    Setting(
+        "auth_enabled",
+        "boolean",
+        False,
+        "Carry Supabase Auth in `pulumi up`: the stack declares one password secret per login "
+        "role (supabase_auth_admin, supabase_storage_admin, authenticator; filled by the step, "
+        "never in state) and the AuthStep after the import; the storage step then carries "
+        "schema storage too. The app-config secret names the roles' secrets.",
+        key="migrationAuth",
+    ),
+    _revision("auth_revision", "auth", None, "the auth step"),
     # -- the storage step: storage-api's files into the stack's bucket -----------------------------
     Setting(
         "storage_source_path",

@@ -560,7 +560,21 @@ class MigrationCheckProvider(_StepProvider):
             "import_state": report.import_state,
             **_retrieval_outputs(report.retrieval),
             **self._storage(props, source, secrets, reporter),
+            **self._auth(source, _target(props, secrets), reporter),
         }, True
+
+    def _auth(self, source: Endpoint, target: Endpoint, rep: LogReporter) -> dict[str, Any]:
+        """When the auth step carried `auth` to the target: its users and identities compared."""
+        from migration.auth_verify import auth_carried, check_auth
+
+        if not auth_carried(target):
+            return {}
+        checked = check_auth(source, target, rep)
+        return {
+            "auth_users": checked.tables[0].source_rows,
+            "auth_identities": checked.tables[1].source_rows,
+            "auth_checked": checked.ok,
+        }
 
     def _storage(
         self, props: Mapping[str, Any], source: Endpoint, secrets: _Secrets, rep: LogReporter
@@ -621,6 +635,7 @@ class StorageCopyProvider(_StepProvider):
         self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
     ) -> tuple[dict[str, Any], bool]:
         from migration.storage_copy import StorageCopySettings
+        from migration.storage_schema import carry_for_storage_step
         from migration.storage_sources import SourceSettings, credentials_from_json
         from migration.storage_verify import copy_and_check
 
@@ -637,6 +652,8 @@ class StorageCopyProvider(_StepProvider):
         source = spec.open(settings.tenant, settings.separator, credentials, region)
         client = _s3(region)
         target = _target(props, secrets)
+        # Schema storage first, owned by supabase_storage_admin (the auth step made the roles).
+        carried = carry_for_storage_step(source_db, target, None, ["public"], reporter)
         report = copy_and_check(source_db, source, settings, client, target, reporter)
         assert report.check is not None
         return {
@@ -648,6 +665,7 @@ class StorageCopyProvider(_StepProvider):
             "bytes_copied": report.bytes_copied,
             "bytes_total": report.bytes_total,
             "missing": list(report.missing),
+            "schema_carried": carried is not None,
             **_check_outputs(report.check),
         }, report.copied > 0
 
@@ -695,6 +713,90 @@ _RETRIEVAL_OUTPUTS = (
 def _retrieval_outputs(check: RetrievalCheck | None) -> dict[str, Any]:
     """The app's query figures as outputs (None where the target has no vector table)."""
     return {name: getattr(check, name) if check else None for name in _RETRIEVAL_OUTPUTS}
+
+
+class _ScrubbingStore:
+    """A password store whose values are scrubbed from any message the step raises."""
+
+    def __init__(self, inner: Any, secrets: _Secrets) -> None:
+        self.inner, self.secrets = inner, secrets
+
+    def read(self, role: str) -> str | None:
+        value: str | None = self.inner.read(role)
+        if value:
+            self.secrets.remember(value)
+        return value
+
+    def write(self, role: str, password: str) -> None:
+        self.secrets.remember(password)
+        self.inner.write(role, password)
+
+
+class AuthStepProvider(_StepProvider):
+    """The auth step (opt-in): Supabase's roles, schema `auth` and what the app built on it."""
+
+    STEP = "auth"
+    STEP_ID = "auth"
+    TRIGGERS = ("provider_version", *options.triggers(STEP_ID), "after")
+    DEFAULTS = {**options.input_defaults(STEP_ID), "after": ""}
+
+    def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
+        from migration.roles import LOGIN_ROLES
+
+        _check_arn(news, "source_secret_arn", failures, required=True)
+        schemas = news.get("schemas")
+        if _known(schemas) and isinstance(schemas, list) and "auth" in schemas:
+            failures.append(
+                CheckFailure("schemas", "schemas names auth, which the auth step carries itself")
+            )
+        arns = news.get("password_secret_arns")
+        if not _known(arns):
+            return
+        if not isinstance(arns, Mapping):
+            failures.append(
+                CheckFailure(
+                    "password_secret_arns",
+                    f"password_secret_arns must map each of {', '.join(LOGIN_ROLES)} to a "
+                    "Secrets Manager secret ARN",
+                )
+            )
+            return
+        for role in LOGIN_ROLES:
+            _check_arn(
+                {f"password_secret_arns.{role}": arns.get(role, "")},
+                f"password_secret_arns.{role}",
+                failures,
+                required=True,
+            )
+
+    def _id(self, props: Mapping[str, Any]) -> str:
+        return f"auth:{props.get('database', '')}"
+
+    def _run(
+        self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
+    ) -> tuple[dict[str, Any], bool]:
+        from migration.auth import AuthOptions, carry_auth
+        from migration.roles import SecretsManagerStore
+
+        source = _source(props, secrets)
+        assert source is not None  # check() requires source_secret_arn
+        store = _ScrubbingStore(
+            SecretsManagerStore(
+                {str(k): str(v) for k, v in dict(props.get("password_secret_arns") or {}).items()}
+            ),
+            secrets,
+        )
+        opts = library_options(AuthOptions, props, self.STEP_ID)
+        report = carry_auth(source, _target(props, secrets), store, opts, reporter)
+        return {
+            "roles_created": list(report.roles.created),
+            "tables": len(report.tables),
+            "rows": sum(report.tables.values()),
+            "table_rows": dict(report.tables),
+            "reapplied": list(report.reapplied),
+            "left_out": [f"{lo.kind} {lo.name}: {lo.reason}" for lo in report.left_out],
+            "notes": list(report.roles.notes),
+        }, not report.already_complete or report.roles.changed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -916,9 +1018,56 @@ class MigrationCheck(_StepResource, module="qckstrt", name="MigrationCheck"):
             "rows",
             "import_state",
             *_STORAGE_CHECK_OUTPUTS,
+            "auth_users",
+            "auth_identities",
+            "auth_checked",
             *_RETRIEVAL_OUTPUTS,
         )
         super().__init__(MigrationCheckProvider(), name, inputs, outputs, opts)
+
+
+class AuthStep(_StepResource, module="qckstrt", name="AuthStep"):
+    """The auth step as a resource (after the import, before the re-index).
+
+    :param password_secret_arns: login role -> ARN of the stack's secret for its password
+        (``supabase_auth_admin``, ``supabase_storage_admin``, ``authenticator``); the step
+        writes the generated passwords there, never into state or outputs.
+    :param after: the import's ``run_id``: the step runs again when the import did.
+    """
+
+    rows: pulumi.Output[int]
+
+    def __init__(
+        self,
+        name: str,
+        connection: Connection,
+        source_secret_arn: pulumi.Input[str],
+        password_secret_arns: Mapping[str, pulumi.Input[str]],
+        after: pulumi.Input[str],
+        schemas: list[str] | None = None,
+        revision: int = 0,
+        jobs: int = 2,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        inputs = {
+            **connection.inputs(),
+            "source_secret_arn": source_secret_arn,
+            "password_secret_arns": dict(password_secret_arns),
+            "after": after,
+            "schemas": schemas or ["public"],
+            "revision": revision,
+            "jobs": jobs,
+        }
+        outputs = (
+            "roles_created",
+            "tables",
+            "rows",
+            "table_rows",
+            "reapplied",
+            "left_out",
+            "notes",
+        )
+        super().__init__(AuthStepProvider(), name, inputs, outputs, opts)
 
 
 @dataclass
@@ -1002,6 +1151,7 @@ class StorageCopy(_StepResource, module="qckstrt", name="StorageCopy"):
             "bytes_copied",
             "bytes_total",
             "missing",
+            "schema_carried",
             *_STORAGE_CHECK_OUTPUTS,
         )
         super().__init__(StorageCopyProvider(), name, inputs, outputs, opts)
@@ -1012,5 +1162,6 @@ PROVIDERS: dict[str, Callable[[], _StepProvider]] = {
     "DataImport": DataImportProvider,
     "Reindex": ReindexProvider,
     "MigrationCheck": MigrationCheckProvider,
+    "AuthStep": AuthStepProvider,
     "StorageCopy": StorageCopyProvider,
 }

@@ -5,10 +5,12 @@ so "run" only has to order them, name them ("step 2/4: import"), stop at the fir
 the step's name, and hold the target's lock across all four so that no other run slips in
 between them. A second `run` on a migrated target does nothing and still passes verification.
 Order: pgvector, import, re-index, verify (verification leaves the embedding column out, since
-the re-index rewrites it; it runs last so that it checks the final state). The storage step
-(storage-api's files into the bucket) is opt-in: with `RunOptions.storage` set it runs after the
-import and before the re-index and checks what it copied; after `verify` a last step checks the
-files again against the source's rows (`migration.storage_verify`, beside `verify`, not in it).
+the re-index rewrites it; it runs last so that it checks the final state). Two steps are opt-in
+and run after the import and before the re-index, auth first: the auth step (GoTrue's schema and
+Supabase's roles) with `RunOptions.auth_store` set, and the storage step (schema storage and
+storage-api's files into the bucket) with `RunOptions.storage` set; it checks what it copied, and
+after `verify` a last step checks the files again against the source's rows
+(`migration.storage_verify`, beside `verify`, not in it).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from migration.options import option, validate
 from migration.progress import NullReporter, Reporter
 from migration.reindex import ReindexSettings
 from migration.retrieval import RetrievalThresholds
+from migration.roles import PasswordStore
 
 if TYPE_CHECKING:
     from migration.storage_copy import StorageCopySettings
@@ -76,6 +79,8 @@ class RunOptions:
     vector_schema: str | None = option("vector_schema")
     reindex: ReindexSettings = field(default_factory=ReindexSettings)
     lock_wait_seconds: float = option("lock_wait_seconds")
+    #: Where the auth step keeps the service roles' passwords; None: no auth step.
+    auth_store: PasswordStore | None = None
     retrieval: RetrievalThresholds = field(default_factory=RetrievalThresholds)
     storage: StorageStep | None = None
 
@@ -83,14 +88,18 @@ class RunOptions:
         validate(self)
 
     def steps(self) -> tuple[str, ...]:
-        """The steps this run takes, in order (storage only when asked for)."""
-        if self.storage is None:
-            return STEPS
-        return ("pgvector", "import", "storage", "re-index", "verify", "file check")
+        """The steps this run takes, in order (auth and storage only when asked for)."""
+        optional = (("auth", self.auth_store), ("storage", self.storage))
+        middle = tuple(name for name, wanted in optional if wanted is not None)
+        checks = (
+            *(("auth check",) if self.auth_store is not None else ()),
+            *(("file check",) if self.storage is not None else ()),
+        )
+        return ("pgvector", "import", *middle, "re-index", "verify", *checks)
 
 
-#: A step's own report: ExtensionReport, ImportReport, StorageCopyReport, ReindexReport,
-#: VerifyReport or StorageCheckReport.
+#: A step's own report: ExtensionReport, ImportReport, AuthReport, StorageCopyReport,
+#: ReindexReport, VerifyReport, AuthCheckReport or StorageCheckReport.
 StepReport = Any
 
 
@@ -143,12 +152,30 @@ def _import(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
     return import_database(source, target, options, rep)
 
 
+def _auth(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    from migration.auth import AuthOptions, carry_auth
+
+    assert o.auth_store is not None
+    options = AuthOptions(app_schemas=o.schemas, jobs=o.jobs, pg_dump=o.pg_dump, retries=o.retries)
+    return carry_auth(source, target, o.auth_store, options, rep)
+
+
 def _storage(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    from migration.storage_schema import carry_for_storage_step
     from migration.storage_verify import copy_and_check
 
     assert o.storage is not None
     storage = o.storage
+    # Schema storage first (owned by supabase_storage_admin), then the bytes.
+    carry_for_storage_step(source, target, o.auth_store, o.schemas, rep, o.pg_dump)
     return copy_and_check(source, storage.source, storage.settings, storage.s3(), target, rep)
+
+
+def _check_auth(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
+    """After `verify`: GoTrue's users and identities, source against target."""
+    from migration.auth_verify import check_auth
+
+    return check_auth(source, target, rep)
 
 
 def _check_files(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -> Any:
@@ -180,6 +207,8 @@ def _verify(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) ->
 
 def _summary(report: StepReport) -> str:
     """What a step did, in one line for the table (from the step's typed report)."""
+    from migration.auth import AuthReport
+    from migration.auth_verify import AuthCheckReport
     from migration.extension import ExtensionReport
     from migration.reindex import ReindexReport
     from migration.storage_copy import StorageCopyReport
@@ -199,6 +228,10 @@ def _summary(report: StepReport) -> str:
         resumed = " (resumed)" if report.resumed else ""
         backup = f"; backup {report.backup}" if report.backup else ""
         return f"{tables} tables, {rows:,} rows{resumed}{backup}"
+    if isinstance(report, AuthReport):
+        users = report.tables.get("auth.users", 0)
+        done = "already carried; nothing to do" if report.already_complete else "carried"
+        return f"schema auth {done}: {len(report.tables)} tables, {users:,} users"
     if isinstance(report, StorageCopyReport):
         missing = f", {len(report.missing)} missing (accepted)" if report.missing else ""
         return (
@@ -206,6 +239,8 @@ def _summary(report: StepReport) -> str:
             f"{report.copied:,} copied, {report.already_there:,} already there{missing}"
             + ("; checked" if report.check is not None else "")
         )
+    if isinstance(report, AuthCheckReport):
+        return ", ".join(f"{t.table} {t.target_rows:,} rows" for t in report.tables) + "; match"
     if isinstance(report, StorageCheckReport):
         return (
             f"{report.in_bucket:,} of {report.source.objects:,} files at their keys, "
@@ -234,9 +269,11 @@ Step = Callable[[Endpoint, Endpoint, RunOptions, Reporter], Any]
 _FUNCTIONS: dict[str, Step] = {
     "pgvector": _extension,
     "import": _import,
+    "auth": _auth,
     "storage": _storage,
     "re-index": _reindex,
     "verify": _verify,
+    "auth check": _check_auth,
     "file check": _check_files,
 }
 

@@ -123,6 +123,8 @@ class ImportOptions:
     :param lock_wait_seconds: how long to wait for another run's lock on the target.
     :param retries: how often a table copy or post-data statement is retried after a lost
         connection (with exponential backoff) before the import stops; a re-run resumes.
+    :param state_schema: the target schema keeping this import's progress; a step that imports
+        other schemas after the application's (the auth and storage steps) keeps its own.
     """
 
     schemas: list[str] = option("schemas")
@@ -134,6 +136,7 @@ class ImportOptions:
     pg_dump: str | None = option("pg_dump")
     lock_wait_seconds: float = option("lock_wait_seconds")
     retries: int = option("retries")
+    state_schema: str = state.SCHEMA
 
     def __post_init__(self) -> None:
         validate(self)  # one judgement per setting, the same as the CLI's and the providers'
@@ -424,7 +427,7 @@ def _check_schemas(ctx: ImportContext) -> None:
 
 def _read_earlier_run(ctx: ImportContext) -> None:
     """Resume, discard or refuse an earlier run recorded on the target."""
-    run = state.read(ctx.tconn)
+    run = state.read(ctx.tconn, ctx.opts.state_schema)
     ctx.discard = run is not None and (ctx.opts.restart or ctx.opts.on_existing == "replace")
     if run is not None and not ctx.discard:
         changed = state.differences(run.fingerprint, ctx.fingerprint)
@@ -539,7 +542,7 @@ def drop_existing(ctx: ImportContext) -> None:
                 f"({exc.diag.message_detail or exc}): drop or change those first; "
                 "nothing was changed"
             ) from None
-    state.drop(ctx.tconn)
+    state.drop(ctx.tconn, ctx.opts.state_schema)
     ctx.report.discarded = labels
     ctx.run = None
     ctx.report.resumed = ctx.report.already_complete = False
@@ -592,9 +595,13 @@ def pre_data(ctx: ImportContext) -> None:
             tconn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(s)))
         apply_script(tconn, ctx.pre_sql, ctx.settings, ctx.report.left_out)
         state.create(
-            tconn, ctx.fingerprint, [(t.schema, t.name) for t in ctx.tables], ctx.report.backup
+            tconn,
+            ctx.fingerprint,
+            [(t.schema, t.name) for t in ctx.tables],
+            ctx.report.backup,
+            ctx.opts.state_schema,
         )
-    ctx.run = state.read(tconn)
+    ctx.run = state.read(tconn, ctx.opts.state_schema)
     ctx.rep.info(f"schema created: {len(ctx.tables)} tables")
 
 
@@ -645,7 +652,7 @@ def sequences(ctx: ImportContext) -> None:
             ctx.tconn.execute(
                 "SELECT pg_catalog.setval(%s::regclass, %s, %s)", (name, value, called)
             )
-        state.step_done(ctx.tconn, "sequences")
+        state.step_done(ctx.tconn, "sequences", ctx.opts.state_schema)
     ctx.report.sequences = len(seqs)
 
 
@@ -676,7 +683,7 @@ def post_data(ctx: ImportContext, workers: Workers, items: list[SqlItem]) -> Non
 def finish(ctx: ImportContext) -> None:
     """Step 9: the run marked complete."""
     with ctx.tconn.transaction():
-        state.finish(ctx.tconn)
+        state.finish(ctx.tconn, ctx.opts.state_schema)
 
 
 def dry_run(ctx: ImportContext) -> None:
@@ -832,12 +839,21 @@ def _write(ctx: ImportContext) -> None:
     preamble, items = split_items(clean_sql(ctx.post_sql, ctx.settings))
     if ctx.replacing:
         ctx.rep.info("replace: drop and re-create in one transaction, one table at a time")
-        workers = Workers(ctx.source, ctx.target, ctx.snapshot, preamble, (ctx.snap, ctx.tconn))
+        workers = Workers(
+            ctx.source,
+            ctx.target,
+            ctx.snapshot,
+            preamble,
+            (ctx.snap, ctx.tconn),
+            ctx.opts.state_schema,
+        )
         with ctx.tconn.transaction():
             drop_existing(ctx)
             _load(ctx, workers, items)
         return
-    workers = Workers(ctx.source, ctx.target, ctx.snapshot, preamble)
+    workers = Workers(
+        ctx.source, ctx.target, ctx.snapshot, preamble, state_schema=ctx.opts.state_schema
+    )
     try:
         _load(ctx, workers, items)
     finally:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import pytest
 
 from tests.databases import MASTER, TEMPLATE, Servers
+from tests.migration.supabase_auth import auth_source
 
-__all__ = ["MASTER", "TEMPLATE", "Servers"]
+# auth_source (session): declared here once, so that every module shares one GoTrue template.
+__all__ = ["MASTER", "TEMPLATE", "Servers", "auth_source"]
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from migration import cli, options
 from migration.errors import ConfigError
 from migration.providers import PROVIDER_VERSION, PROVIDERS, ReindexOptions, StorageOptions
 from migration.reindex import ReindexSettings
+from migration.roles import LOGIN_ROLES
 from migration.run import RunOptions
 from migration.storage_copy import StorageCopySettings
 from migration.storage_sources import SourceSettings
@@ -31,6 +32,7 @@ STEP_OF = {
     "DataImport": "import",
     "Reindex": "reindex",
     "MigrationCheck": "verify",
+    "AuthStep": "auth",
     "StorageCopy": "storage",
 }
 #: Provider inputs that are wiring from the rest of the stack, not settings.
@@ -44,11 +46,14 @@ WIRING = {
     "source_secret_arn",
     "region",
     "after",
+    "password_secret_arns",
     "source_credentials_secret_arn",
 }
-#: Inputs a kind needs besides the connection for `check` to pass (the storage step's backend).
+#: Inputs a kind needs besides the connection for `check` to pass (the storage step's backend,
+#: the auth step's password secrets).
 REQUIRED: dict[str, dict[str, Any]] = {
     "StorageCopy": {"bucket": "stack-bucket", "source_path": "/srv/storage"},
+    "AuthStep": {"password_secret_arns": dict.fromkeys(LOGIN_ROLES, SOURCE_ARN)},
 }
 #: Stack keys of the data steps (the rest of Pulumi.yaml is infrastructure).
 #: What must change together with a setting for the change to be valid.
@@ -380,6 +385,8 @@ def test_each_stack_key_reaches_its_steps_and_nothing_else_does() -> None:
     assert {str(s.key) for s in keyed_inputs} == set(STACK_VALUES)
     run = run_program("staging", overrides=STACK_VALUES)
     for kind, step in STEP_OF.items():
+        if kind == "AuthStep":
+            continue  # opt-in; the stack does not declare it (yet)
         inputs = run.one(f"pulumi-python:dynamic/qckstrt:{kind}").inputs
         for s in keyed_inputs:
             if step in s.steps:
