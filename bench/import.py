@@ -9,7 +9,7 @@ on), generates a source database of at least a million rows with a 384-dimension
 then times, into fresh target databases:
 
 - the guide: ``pg_dump --no-owner -f dump.sql`` then ``psql -f dump.sql`` (PostgreSQL 16 binaries);
-- this import: `migration.transfer.import_database` (no backup), jobs=2;
+- this import: `migration.steps.transfer.import_database` (no backup), jobs=2;
 - verification of this import, reported separately.
 """
 
@@ -27,11 +27,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from migration.connection import Endpoint
-from migration.extension import setup_extension
-from migration.local import LocalPostgres, overlay_env
-from migration.transfer import ImportOptions, import_database
-from migration.verify import verify
+from migration.db.connection import Endpoint
+from migration.dev.local import LocalPostgres, overlay_env
+from migration.steps.extension import setup_extension
+from migration.steps.transfer import ImportOptions, import_database
+from migration.steps.verify import verify
 
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS vector;

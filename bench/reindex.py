@@ -1,4 +1,5 @@
-"""Benchmark: `migration.reindex` against the model's own ceiling and the app's way of embedding.
+"""Benchmark: `migration.steps.reindex` against the model's own ceiling and the app's
+way of embedding.
 
 Run by hand (results go in docs/benchmarks.md):
 
@@ -39,10 +40,10 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from migration.connection import Endpoint
-from migration.embedder import DEFAULT_BATCH_SIZE, resolve_device
-from migration.local import LocalPostgres
-from migration.reindex import ReindexReport, ReindexSettings, reindex
+from migration.backends.embedder import DEFAULT_BATCH_SIZE, resolve_device
+from migration.db.connection import Endpoint
+from migration.dev.local import LocalPostgres
+from migration.steps.reindex import ReindexReport, ReindexSettings, reindex
 
 SEED = 20240607
 CHUNK_SIZE = 1000
@@ -347,7 +348,7 @@ def main() -> None:
 
         model = SentenceTransformer(args.model, device=device)
         if device == "cuda":
-            model.half()  # as `migration.embedder` does
+            model.half()  # as `migration.backends.embedder` does
         tokens = [len(ids) for ids in model.tokenizer(texts[:200])["input_ids"]]
         model.encode(texts[:32], batch_size=batch_size)  # warm-up, not timed
         n = len(chunks)

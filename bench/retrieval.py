@@ -9,7 +9,8 @@ What it measures, on one embedded PostgreSQL 16 + pgvector server:
 1. for a grid of ``m`` x ``ef_construction`` (one index build each), ``hnsw.ef_search`` and
    ``hnsw.iterative_scan`` set on the database (as the re-index sets them): recall@3/5/10,
    self-hit rate, short results and p50/p95 latency of the app's own query, measured by
-   `migration.retrieval.measure_retrieval`, the very function `verify` runs, in a fresh session;
+   `migration.steps.retrieval.measure_retrieval`, the very function `verify` runs, in a fresh
+   session;
 2. the HNSW build time against ``maintenance_work_mem`` and
    ``max_parallel_maintenance_workers``.
 
@@ -54,9 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reindex import TABLE_SQL, _default_model, _machine, _split  # bench/reindex.py, a sibling
 
-from migration.connection import Endpoint
-from migration.local import LocalPostgres
-from migration.retrieval import RetrievalCheck
+from migration.db.connection import Endpoint
+from migration.dev.local import LocalPostgres
+from migration.steps.retrieval import RetrievalCheck
 
 SEED = 20261130
 USERS = 100
@@ -213,7 +214,7 @@ def corpus(n: int) -> tuple[list[Chunk], dict[str, int]]:
 
 def embed(chunks: list[Chunk], model: str) -> np.ndarray:
     """The model's vectors of every chunk, from the cache where present (blocks of 1,000)."""
-    from migration.embedder import Embedder, ModelSpec
+    from migration.backends.embedder import Embedder, ModelSpec
 
     CACHE.mkdir(parents=True, exist_ok=True)
     embedder: Embedder | None = None
@@ -277,8 +278,8 @@ def _build(url: str, m: int, ef_construction: int, mem: str, workers: int) -> fl
 
 def _measure(url: str, ef_search: int, mode: str, sample: int) -> RetrievalCheck:
     """Set the database's search settings as the re-index does, then measure as verify does."""
-    from migration.retrieval import RetrievalThresholds, measure_retrieval
-    from migration.search_settings import SearchSettings, apply_search_settings
+    from migration.steps.retrieval import RetrievalThresholds, measure_retrieval
+    from migration.steps.search_settings import SearchSettings, apply_search_settings
 
     with psycopg.connect(url, autocommit=True) as conn:
         apply_search_settings(conn, SearchSettings(ef_search, mode), "public")

@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.settings import SecretSettings
-from migration.roles import LOGIN_ROLES
+from migration.db.roles import LOGIN_ROLES
 
 
 @dataclass

@@ -32,7 +32,7 @@ from migration.providers import (
     StorageCopy,
     StorageOptions,
 )
-from migration.retrieval import RetrievalThresholds
+from migration.steps.retrieval import RetrievalThresholds
 
 
 @dataclass

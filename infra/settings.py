@@ -24,7 +24,7 @@ import pulumi
 from pulumi.runtime.config import get_config, is_config_secret
 
 from migration import options
-from migration.models import xenova_name
+from migration.backends.models import xenova_name
 
 PROJECT = "qckstrt"
 KeyType = Literal["string", "integer", "boolean", "array"]

@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from migration.backends.models import DEFAULT_MODEL, known_dimensions
 from migration.errors import ConfigError
-from migration.models import DEFAULT_MODEL, known_dimensions
 
 SettingType = Literal["string", "integer", "number", "boolean", "array"]
 Rule = Literal[

@@ -37,13 +37,13 @@ from pulumi.dynamic import (
 from pulumi.output import Unknown
 
 from migration import options
-from migration.connection import DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, Endpoint
+from migration.db.connection import DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, Endpoint
 from migration.errors import ConfigError, ConnectionFailed, MigrationError, VerificationFailed
 from migration.progress import LogReporter
-from migration.retrieval import RetrievalCheck, RetrievalThresholds
+from migration.steps.retrieval import RetrievalCheck, RetrievalThresholds
 
 if TYPE_CHECKING:
-    from migration.storage_verify import StorageCheckReport
+    from migration.steps.storage_verify import StorageCheckReport
 
 #: Bump when a provider's semantics change: a changed ``provider_version`` re-runs the step.
 PROVIDER_VERSION = "1"
@@ -398,7 +398,7 @@ class PgvectorExtensionProvider(_StepProvider):
     def _run(
         self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
     ) -> tuple[dict[str, Any], bool]:
-        from migration.extension import setup_extension
+        from migration.steps.extension import setup_extension
 
         report = setup_extension(
             _target(props, secrets),
@@ -451,7 +451,7 @@ class DataImportProvider(_StepProvider):
     def _run(
         self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
     ) -> tuple[dict[str, Any], bool]:
-        from migration.transfer import ImportOptions, import_database
+        from migration.steps.transfer import ImportOptions, import_database
 
         source = _source(props, secrets)
         assert source is not None  # check() requires source_secret_arn
@@ -492,7 +492,7 @@ class ReindexProvider(_StepProvider):
     def _run(
         self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
     ) -> tuple[dict[str, Any], bool]:
-        from migration.reindex import ReindexSettings, reindex
+        from migration.steps.reindex import ReindexSettings, reindex
 
         settings: ReindexSettings = library_options(ReindexSettings, props, self.STEP_ID)
         report = reindex(_target(props, secrets), settings, reporter=reporter)
@@ -532,7 +532,7 @@ class MigrationCheckProvider(_StepProvider):
     def _run(
         self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
     ) -> tuple[dict[str, Any], bool]:
-        from migration.verify import verify
+        from migration.steps.verify import verify
 
         source = _source(props, secrets)
         assert source is not None
@@ -565,7 +565,7 @@ class MigrationCheckProvider(_StepProvider):
 
     def _auth(self, source: Endpoint, target: Endpoint, rep: LogReporter) -> dict[str, Any]:
         """When the auth step carried `auth` to the target: its users and identities compared."""
-        from migration.auth_verify import auth_carried, check_auth
+        from migration.steps.auth_verify import auth_carried, check_auth
 
         if not auth_carried(target):
             return {}
@@ -580,14 +580,14 @@ class MigrationCheckProvider(_StepProvider):
         self, props: Mapping[str, Any], source: Endpoint, secrets: _Secrets, rep: LogReporter
     ) -> dict[str, Any]:
         """With the storage step in the stack (a ``bucket``): its files, checked again."""
-        from migration.storage_copy import StorageCopySettings
+        from migration.steps.storage_copy import StorageCopySettings
 
         if not props.get("bucket"):
             return {}
         settings: StorageCopySettings = library_options(StorageCopySettings, props, self.STEP_ID)
         client = _s3(_bucket_region(props))
         # Its own call after verify(), not inside it: the files are storage-api's, not tables.
-        from migration.storage_verify import check_objects
+        from migration.steps.storage_verify import check_objects
 
         checked = check_objects(source, settings, client, _target(props, secrets), rep)
         return _check_outputs(checked)
@@ -599,8 +599,8 @@ class StorageCopyProvider(_StepProvider):
     The rows of ``storage.objects`` come from the source and the bytes go to S3; after the copy
     every row's bytes are checked at their key (size, the copy's fingerprint) and the rows'
     count, bytes and checksum against the target's ``storage.objects`` when the import carried
-    it (`migration.storage_verify`). Re-running is cheap and safe (objects already in the bucket
-    are skipped), so it re-runs when the import's ``run_id`` changes (``after``).
+    it (`migration.steps.storage_verify`). Re-running is cheap and safe (objects already in
+    the bucket are skipped), so it re-runs when the import's ``run_id`` changes (``after``).
     """
 
     STEP = "storage copy"
@@ -634,10 +634,10 @@ class StorageCopyProvider(_StepProvider):
     def _run(
         self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
     ) -> tuple[dict[str, Any], bool]:
-        from migration.storage_copy import StorageCopySettings
-        from migration.storage_schema import carry_for_storage_step
-        from migration.storage_sources import SourceSettings, credentials_from_json
-        from migration.storage_verify import copy_and_check
+        from migration.backends.storage_sources import SourceSettings, credentials_from_json
+        from migration.steps.storage_copy import StorageCopySettings
+        from migration.steps.storage_schema import carry_for_storage_step
+        from migration.steps.storage_verify import copy_and_check
 
         source_db = _source(props, secrets)
         assert source_db is not None  # check() requires source_secret_arn
@@ -741,7 +741,7 @@ class AuthStepProvider(_StepProvider):
     DEFAULTS = {**options.input_defaults(STEP_ID), "after": ""}
 
     def _check(self, olds: dict[str, Any], news: dict[str, Any], failures: Failures) -> None:
-        from migration.roles import LOGIN_ROLES
+        from migration.db.roles import LOGIN_ROLES
 
         _check_arn(news, "source_secret_arn", failures, required=True)
         schemas = news.get("schemas")
@@ -775,8 +775,8 @@ class AuthStepProvider(_StepProvider):
     def _run(
         self, props: Mapping[str, Any], secrets: _Secrets, reporter: LogReporter
     ) -> tuple[dict[str, Any], bool]:
-        from migration.auth import AuthOptions, carry_auth
-        from migration.roles import SecretsManagerStore
+        from migration.db.roles import SecretsManagerStore
+        from migration.steps.auth import AuthOptions, carry_auth
 
         source = _source(props, secrets)
         assert source is not None  # check() requires source_secret_arn

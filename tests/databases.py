@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration.local import LocalPostgres
+from migration.dev.local import LocalPostgres
 from tests.migration.supabase_source import DATA_SQL, SCHEMA_SQL, roles_sql
 from tests.migration.tlsproxy import TLSProxy
 

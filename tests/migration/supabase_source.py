@@ -1,12 +1,12 @@
 """The tests' Supabase-shaped source: the package's schema with bulk, uniform data.
 
-The schema (roles, Supabase schemas, policies, QCKSTRT's tables) is `migration.demo_data`'s, so
+The schema (roles, Supabase schemas, policies, QCKSTRT's tables) is `migration.dev.demo_data`'s, so
 the demo and the tests import the same shape; the data here is cheap to generate in bulk.
 """
 
 from __future__ import annotations
 
-from migration.demo_data import PUBLIC_TABLES, ROLES, SCHEMA_SQL, roles_sql
+from migration.dev.demo_data import PUBLIC_TABLES, ROLES, SCHEMA_SQL, roles_sql
 
 __all__ = ["DATA_SQL", "PUBLIC_TABLES", "ROLES", "SCHEMA_SQL", "roles_sql"]
 

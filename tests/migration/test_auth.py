@@ -19,13 +19,13 @@ import pytest
 from moto import mock_aws
 from psycopg import sql
 
-from migration.auth import STATE_SCHEMA, carry_auth
-from migration.auth_verify import check_auth
-from migration.connection import Endpoint
+from migration.db.connection import Endpoint
+from migration.db.roles import LOGIN_ROLES, SecretsManagerStore
 from migration.errors import ImportFailed, PreflightError, VerificationFailed
-from migration.extension import setup_extension
-from migration.roles import LOGIN_ROLES, SecretsManagerStore
-from migration.transfer import import_database
+from migration.steps.auth import STATE_SCHEMA, carry_auth
+from migration.steps.auth_verify import check_auth
+from migration.steps.extension import setup_extension
+from migration.steps.transfer import import_database
 from tests.migration.conftest import Servers
 from tests.migration.supabase_auth import KNOWN_EMAIL, KNOWN_PASSWORD, AuthSource
 
@@ -458,8 +458,8 @@ def test_a_run_that_stopped_after_copying_auth_resumes_at_the_owners(
     target: tuple[str, str],
     secrets_store: tuple[SecretsManagerStore, Any],
 ) -> None:
-    from migration.roles import ensure_roles
-    from migration.transfer import ImportOptions
+    from migration.db.roles import ensure_roles
+    from migration.steps.transfer import ImportOptions
 
     store, _ = secrets_store
     _, url = target

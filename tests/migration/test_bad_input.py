@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 
 from migration.cli import main
-from migration.local import LocalPostgres
+from migration.dev.local import LocalPostgres
 from migration.providers import PROVIDER_VERSION, PROVIDERS
 from tests.databases import Servers
 from tests.infra.program import run_program

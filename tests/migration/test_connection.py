@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from migration.connection import Endpoint, mask_url
+from migration.db.connection import Endpoint, mask_url
+from migration.dev.local import free_port
 from migration.errors import ConnectionFailed
-from migration.local import free_port
 from tests.migration.conftest import Servers
 from tests.migration.tlsproxy import Blackhole
 

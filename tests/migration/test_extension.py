@@ -5,10 +5,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from migration.connection import Endpoint
+from migration.db.connection import Endpoint
+from migration.dev.local import LocalPostgres
 from migration.errors import ExtensionUnavailable
-from migration.extension import setup_extension
-from migration.local import LocalPostgres
+from migration.steps.extension import setup_extension
 from tests.migration.conftest import Servers
 
 

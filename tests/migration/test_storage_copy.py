@@ -22,24 +22,24 @@ from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
 from migration import cli
-from migration.connection import Endpoint
+from migration.backends.storage_sources import (
+    FileBackendSource,
+    S3BackendSource,
+    credentials_from_json,
+    s3_source_client,
+)
+from migration.db.connection import Endpoint
+from migration.dev.local import free_port
 from migration.errors import ConfigError, PreflightError, VerificationFailed
-from migration.local import free_port
 from migration.progress import LogReporter
-from migration.storage_copy import (
+from migration.steps.storage_copy import (
     META_SHA256,
     MissingObjects,
     StorageCopyFailed,
     StorageCopySettings,
     copy_objects,
 )
-from migration.storage_sources import (
-    FileBackendSource,
-    S3BackendSource,
-    credentials_from_json,
-    s3_source_client,
-)
-from migration.storage_verify import check_objects
+from migration.steps.storage_verify import check_objects
 from tests.databases import Servers
 from tests.migration.faults import kill_when, spawn_cli
 from tests.migration.supabase_storage import (

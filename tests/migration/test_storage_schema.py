@@ -19,16 +19,17 @@ import psycopg
 import pytest
 from moto import mock_aws
 
-from migration import cli, grants
-from migration.auth import carry_auth
-from migration.connection import Endpoint
-from migration.extension import setup_extension
-from migration.reindex import ReindexSettings
-from migration.run import RunOptions, StorageStep, run_all
-from migration.storage_copy import StorageCopySettings
-from migration.storage_schema import carry_storage_schema
-from migration.storage_sources import FileBackendSource
-from migration.transfer import ImportOptions, import_database
+from migration import cli
+from migration.backends.storage_sources import FileBackendSource
+from migration.db import grants
+from migration.db.connection import Endpoint
+from migration.steps.auth import carry_auth
+from migration.steps.extension import setup_extension
+from migration.steps.reindex import ReindexSettings
+from migration.steps.run import RunOptions, StorageStep, run_all
+from migration.steps.storage_copy import StorageCopySettings
+from migration.steps.storage_schema import carry_storage_schema
+from migration.steps.transfer import ImportOptions, import_database
 from tests.databases import TEMPLATE, Servers
 from tests.migration.supabase_auth import AuthSource
 from tests.migration.supabase_storage import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from migration.supabase import supabase_reference
+from migration.db.supabase import supabase_reference
 
 
 def test_references_to_a_carried_schema_are_not_reasons() -> None:

@@ -11,7 +11,8 @@ import pytest
 from moto import mock_aws
 from psycopg import sql
 
-from migration.connection import Endpoint
+from migration.db.connection import Endpoint
+from migration.dev.local import overlay_env
 from migration.errors import (
     PgDumpUnsuitable,
     SettingsChanged,
@@ -19,11 +20,10 @@ from migration.errors import (
     UnknownSchema,
     VerificationFailed,
 )
-from migration.extension import setup_extension
-from migration.local import overlay_env
 from migration.progress import LogReporter, NullReporter
-from migration.transfer import ImportOptions, import_database
-from migration.verify import verify
+from migration.steps.extension import setup_extension
+from migration.steps.transfer import ImportOptions, import_database
+from migration.steps.verify import verify
 from tests.migration.conftest import Servers
 from tests.migration.supabase_source import PUBLIC_TABLES, ROLES
 

@@ -9,12 +9,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from migration.connection import Endpoint
+from migration.db.connection import Endpoint
 from migration.errors import VerificationFailed
-from migration.extension import setup_extension
-from migration.reindex import ReindexSettings, reindex
-from migration.transfer import import_database
-from migration.verify import verify
+from migration.steps.extension import setup_extension
+from migration.steps.reindex import ReindexSettings, reindex
+from migration.steps.transfer import import_database
+from migration.steps.verify import verify
 from tests.migration import vector_corpus
 from tests.migration.conftest import Servers
 

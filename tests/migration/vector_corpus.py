@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import psycopg
 
-from migration.embedder import ModelSpec
-from migration.models import DEFAULT_MODEL
+from migration.backends.embedder import ModelSpec
+from migration.backends.models import DEFAULT_MODEL
 
 TABLE = "qckstrt_embeddings_vectors"
 USERS = {"u-big": 2000, "u-mid": 800, "u-10": 400, "u-5": 150, "u-3": 60} | {

@@ -18,7 +18,7 @@ from infra.settings import KEYS
 from migration import cli, options
 from migration.errors import ConfigError, PreflightError
 from migration.providers import PROVIDER_VERSION, PROVIDERS
-from migration.reindex import ReindexSettings
+from migration.steps.reindex import ReindexSettings
 from tests.providers.host import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +88,7 @@ def test_an_unexpected_crash_exits_4_and_says_where_the_traceback_is(
     def crash(*_: Any, **__: Any) -> None:
         raise RuntimeError("boom with postgresql://u:Secret-Pw-2@h/db")
 
-    monkeypatch.setattr("migration.verify.verify", crash)
+    monkeypatch.setattr("migration.steps.verify.verify", crash)
     url = "postgresql://u:Secret-Pw-2@127.0.0.1:1/db"
     assert cli.main(["verify", "--json", "--source", url, "--target", url]) == cli.EXIT_INTERNAL
     out = capsys.readouterr()
@@ -144,7 +144,7 @@ def test_a_device_torch_accepts_passes_every_skin(device: str) -> None:
 @pytest.mark.parametrize("device", DEVICES_BAD)
 def test_a_device_torch_refuses_fails_every_skin_in_the_same_words(device: str) -> None:
     from infra.settings import SettingsError, _validate_declared
-    from migration.embedder import resolve_device
+    from migration.backends.embedder import resolve_device
 
     found = options.check("device", device)
     assert found is not None
@@ -160,7 +160,7 @@ def test_a_device_torch_refuses_fails_every_skin_in_the_same_words(device: str) 
 
 def test_a_gpu_that_is_not_there_is_a_preflight_error_not_a_bad_setting() -> None:
     torch = pytest.importorskip("torch")
-    from migration.embedder import resolve_device
+    from migration.backends.embedder import resolve_device
 
     if torch.cuda.is_available():
         assert resolve_device("cuda:0") == "cuda:0"
@@ -178,7 +178,7 @@ def test_a_gpu_that_is_not_there_is_a_preflight_error_not_a_bad_setting() -> Non
 def _library_messages() -> dict[str, list[str]]:
     """The text of every exception a library module raises, by module."""
     found: dict[str, list[str]] = {}
-    for path in sorted((ROOT / "migration").glob("*.py")):
+    for path in sorted((ROOT / "migration").rglob("*.py")):
         if path.name in SKINS:
             continue
         texts = []

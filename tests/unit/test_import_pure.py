@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from migration.connection import SESSION_OPTIONS, Endpoint
-from migration.copying import FIRST_USER_OID, ColumnType, binary_portable
+from migration.db.connection import SESSION_OPTIONS, Endpoint
+from migration.db.copying import FIRST_USER_OID, ColumnType, binary_portable
+from migration.db.pgtools import parse_toc
+from migration.db.schema_apply import _option_lists, _rewrite, filter_toc, split_statements
+from migration.db.supabase import LeftOut
+from migration.db.tlsbridge import client_context, supports_ssl, tool_connection
+from migration.dev.local import wheel_bin_dir
 from migration.errors import ConfigError
-from migration.local import wheel_bin_dir
-from migration.pgtools import parse_toc
-from migration.schema_apply import _option_lists, _rewrite, filter_toc, split_statements
-from migration.supabase import LeftOut
-from migration.tlsbridge import client_context, supports_ssl, tool_connection
 from tests.migration.tlsproxy import make_certificate
 
 

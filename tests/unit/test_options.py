@@ -16,14 +16,14 @@ from pulumi.output import Unknown
 
 from infra.settings import KEYS, KEYS_BY_NAME, MigrationSettings
 from migration import cli, options
+from migration.backends.storage_sources import SourceSettings
+from migration.db.roles import LOGIN_ROLES
 from migration.errors import ConfigError
 from migration.providers import PROVIDER_VERSION, PROVIDERS, ReindexOptions, StorageOptions
-from migration.reindex import ReindexSettings
-from migration.roles import LOGIN_ROLES
-from migration.run import RunOptions
-from migration.storage_copy import StorageCopySettings
-from migration.storage_sources import SourceSettings
-from migration.transfer import ImportOptions
+from migration.steps.reindex import ReindexSettings
+from migration.steps.run import RunOptions
+from migration.steps.storage_copy import StorageCopySettings
+from migration.steps.transfer import ImportOptions
 
 MASTER_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1-AbCdEf"
 SOURCE_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:qckstrt/src-XyZ123"

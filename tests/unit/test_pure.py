@@ -12,11 +12,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from migration import backup
-from migration.backup import BackupLocation, FileSink, S3Sink, part_size, stream_to
+from migration.backends import backup
+from migration.backends.backup import BackupLocation, FileSink, S3Sink, part_size, stream_to
+from migration.db.pgtools import clean_sql, parse_toc, split_items
+from migration.db.supabase import supabase_reference
 from migration.errors import ConfigError
-from migration.pgtools import clean_sql, parse_toc, split_items
-from migration.supabase import supabase_reference
 
 TOC = """;
 ; Archive created at 2026-01-01 00:00:00 UTC

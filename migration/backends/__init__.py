@@ -1,0 +1,2 @@
+"""What the steps read from and write to besides PostgreSQL: backup sinks, storage sources,
+the embedding model."""

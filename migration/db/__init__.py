@@ -1,0 +1,1 @@
+"""Database plumbing: connections (SSL), client tools, schema apply, COPY, state, locks, roles."""
