@@ -74,6 +74,7 @@ secrets = AppSecrets(
         protect=s.protect,
         kms_key_arn=key.key_arn,
         auth_roles=s.migration.auth_enabled,
+        storage_role=s.migration.storage_role_secret,
         app_config=AppConfigInputs(
             db_host=database.address,
             db_port=database.port,

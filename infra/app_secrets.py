@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.settings import SecretSettings
-from migration.db.roles import LOGIN_ROLES
+from migration.db.roles import LOGIN_ROLES, STORAGE_PASSWORDS
 
 
 @dataclass
@@ -51,6 +51,9 @@ class AppSecretsArgs:
     tags: dict[str, str]
     #: Declare the login roles' password secrets (``migrationAuth``).
     auth_roles: bool = False
+    #: Declare supabase_storage_admin's password secret (the storage step carrying schema
+    #: storage without the auth step makes that role itself); implied by `auth_roles`.
+    storage_role: bool = False
 
 
 def app_config_document(c: AppConfigInputs) -> pulumi.Output[str]:
@@ -85,6 +88,14 @@ def app_config_document(c: AppConfigInputs) -> pulumi.Output[str]:
     )
 
 
+#: App-config prefix of each service's login role.
+_SERVICE_LOGINS = (
+    ("GOTRUE", "supabase_auth_admin"),
+    ("STORAGE", "supabase_storage_admin"),
+    ("AUTHENTICATOR", "authenticator"),
+)
+
+
 def _service_entries(c: AppConfigInputs) -> dict[str, pulumi.Input[str]]:
     """What GoTrue and storage-api need on RDS: their roles and where their passwords are.
 
@@ -93,17 +104,10 @@ def _service_entries(c: AppConfigInputs) -> dict[str, pulumi.Input[str]]:
     """
     out: dict[str, pulumi.Input[str]] = {}
     arns = c.role_password_arns
-    if arns:
-        out.update(
-            {
-                "GOTRUE_DB_USERNAME": "supabase_auth_admin",
-                "GOTRUE_DB_PASSWORD_SECRET_ARN": arns["supabase_auth_admin"],
-                "STORAGE_DB_USERNAME": "supabase_storage_admin",
-                "STORAGE_DB_PASSWORD_SECRET_ARN": arns["supabase_storage_admin"],
-                "AUTHENTICATOR_DB_USERNAME": "authenticator",
-                "AUTHENTICATOR_DB_PASSWORD_SECRET_ARN": arns["authenticator"],
-            }
-        )
+    for prefix, role in _SERVICE_LOGINS:
+        if role in arns:
+            out[f"{prefix}_DB_USERNAME"] = role
+            out[f"{prefix}_DB_PASSWORD_SECRET_ARN"] = arns[role]
     if c.gotrue_jwt_secret_arn is not None:
         out["GOTRUE_JWT_SECRET_ARN"] = c.gotrue_jwt_secret_arn
     return out
@@ -123,15 +127,15 @@ class AppSecrets(pulumi.ComponentResource):
         self._name = name
         # Before app-config, which names them by ARN.
         self.role_password_arns: dict[str, pulumi.Output[str]] = {}
-        if args.auth_roles:
-            self.role_password_arns = {
-                role: self._empty_secret(
-                    f"db-role-{role.replace('_', '-')}",
-                    f"Password of the database role {role} ({{username, password}}); generated "
-                    "and written by the auth step, never in stack state",
-                ).arn
-                for role in LOGIN_ROLES
-            }
+        roles = LOGIN_ROLES if args.auth_roles else STORAGE_PASSWORDS if args.storage_role else ()
+        self.role_password_arns = {
+            role: self._empty_secret(
+                f"db-role-{role.replace('_', '-')}",
+                f"Password of the database role {role} ({{username, password}}); generated "
+                "and written by the auth step (or the storage step), never in stack state",
+            ).arn
+            for role in roles
+        }
         self.gotrue_jwt_secret_arn: pulumi.Output[str] | None = None
         if args.settings.gotrue_jwt_secret is not None:
             self.gotrue_jwt_secret_arn = self._secret(

@@ -53,7 +53,8 @@ class DataStepsArgs:
     depends_on: list[pulumi.Resource]
     #: The source store's keys (the storage step from an S3 source), a secret's ARN.
     storage_credentials_arn: pulumi.Input[str] | None = None
-    #: Login role -> ARN of its password secret (``migrationAuth``); empty: no auth step.
+    #: Login role -> ARN of its password secret: all three with ``migrationAuth`` (the auth
+    #: step), supabase_storage_admin's alone for the storage step carrying schema storage.
     role_password_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
@@ -124,6 +125,8 @@ class DataSteps(pulumi.ComponentResource):
                     **({"auth": self.auth.run_id} if self.auth else {}),
                 },
                 opts=step_opts(after_import),
+                password_secret_arn=args.role_password_arns.get("supabase_storage_admin", ""),
+                schemas=schemas,
             )
         before_reindex: pulumi.Resource = self.storage or after_import
         self.reindex = Reindex(
@@ -188,4 +191,5 @@ def _storage_options(s: MigrationSettings) -> StorageOptions | None:
         source_endpoint=s.storage_source_endpoint,
         tenant=s.storage_tenant,
         allow_missing=s.allow_missing_objects,
+        storage_schema=s.storage_schema,
     )

@@ -401,12 +401,20 @@ class MigrationSettings:
     storage_source_endpoint: str
     storage_tenant: str
     allow_missing_objects: bool
+    storage_schema: str
     auth_enabled: bool
 
     @property
     def copies_files(self) -> bool:
         """Whether the storage step is in the stack (a source backend is named)."""
         return bool(self.storage_source_path or self.storage_source_bucket)
+
+    @property
+    def storage_role_secret(self) -> bool:
+        """Whether the stack declares supabase_storage_admin's password secret: the auth step
+        makes all login roles' secrets; the storage step alone (carrying schema storage) makes
+        its admin's."""
+        return self.auth_enabled or (self.copies_files and self.storage_schema == "carry")
 
 
 @dataclass(frozen=True)

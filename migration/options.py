@@ -208,12 +208,12 @@ SETTINGS: tuple[Setting, ...] = (
         "array",
         ["public"],
         "Application schemas the import copies and the check compares.",
-        commands=("run", "import", "verify", "auth"),
+        commands=("run", "import", "verify", "auth", "storage"),
         flag="--schemas",
         env="QCKSTRT_SCHEMAS",
         key="migrationSchemas",
-        steps=("import", "verify", "auth"),
-        triggers=("import", "verify", "auth"),
+        steps=("import", "verify", "auth", "storage"),
+        triggers=("import", "verify", "auth", "storage"),
         rule="identifiers",
         metavar="A,B",
     ),
@@ -320,8 +320,8 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Carry Supabase Auth in `pulumi up`: the stack declares one password secret per login "
         "role (supabase_auth_admin, supabase_storage_admin, authenticator; filled by the step, "
-        "never in state) and the AuthStep after the import; the storage step then carries "
-        "schema storage too. The app-config secret names the roles' secrets.",
+        "never in state) and the AuthStep after the import, before the storage step. The "
+        "app-config secret names the roles' secrets.",
         key="migrationAuth",
     ),
     _revision("auth_revision", "auth", None, "the auth step"),
@@ -494,6 +494,35 @@ SETTINGS: tuple[Setting, ...] = (
         env="QCKSTRT_STORAGE_FILE_VERSION_SEPARATOR",
         steps=("storage", "verify"),
         triggers=("storage",),
+    ),
+    Setting(
+        "storage_schema",
+        "string",
+        "carry",
+        "What the storage step does with schema storage before copying the files: carry it "
+        "(owned by supabase_storage_admin, with its grants; the roles storage-api needs come "
+        "from the auth step, or the storage step makes them with its admin's password in a "
+        "Secrets Manager secret), or skip it (the files only).",
+        commands=STORAGE,
+        flag="--storage-schema",
+        env="QCKSTRT_STORAGE_SCHEMA",
+        key="storageSchema",
+        steps=("storage",),
+        triggers=("storage",),
+        choices=("carry", "skip"),
+    ),
+    Setting(
+        "storage_password_secret",
+        "string",
+        None,
+        "Secrets Manager secret ARN for supabase_storage_admin's password: with it the storage "
+        "step makes the roles storage-api needs (supabase_storage_admin, anon, authenticated, "
+        "service_role, authenticator) without the auth step, and writes the generated password "
+        "there (under `pulumi up`, the stack's qckstrt/<stack>/db-role-supabase-storage-admin).",
+        commands=STORAGE,
+        flag="--storage-password-secret",
+        env="QCKSTRT_STORAGE_PASSWORD_SECRET",
+        metavar="ARN",
     ),
     _revision("storage_revision", "storage", None, "the storage copy"),
     Setting(

@@ -623,6 +623,18 @@ class StorageCopyProvider(_StepProvider):
         target = news.get("bucket")
         if _known(target) and not target:
             failures.append(CheckFailure("bucket", "bucket is empty: the stack's bucket is needed"))
+        mode, arn = news.get("storage_schema"), news.get("password_secret_arn", "")
+        if mode == "carry" and _known(arn) and not arn:
+            failures.append(
+                CheckFailure(
+                    "password_secret_arn",
+                    "storage_schema carry needs password_secret_arn (the stack's secret "
+                    "qckstrt/<stack>/db-role-supabase-storage-admin), or storage_schema skip "
+                    "to copy the files only",
+                )
+            )
+        else:
+            _check_arn(news, "password_secret_arn", failures, required=False)
 
     def _id(self, props: Mapping[str, Any]) -> str:
         return f"storage:{props.get('bucket', '')}/{props.get('tenant', '')}"
@@ -652,8 +664,17 @@ class StorageCopyProvider(_StepProvider):
         source = spec.open(settings.tenant, settings.separator, credentials, region)
         client = _s3(region)
         target = _target(props, secrets)
-        # Schema storage first, owned by supabase_storage_admin (the auth step made the roles).
-        carried = carry_for_storage_step(source_db, target, None, ["public"], reporter)
+        # Schema storage first, owned by supabase_storage_admin (its roles: the auth step's, or
+        # made here with the admin's password into the stack's secret).
+        carried = carry_for_storage_step(
+            source_db,
+            target,
+            None,
+            [str(s) for s in props.get("schemas") or ["public"]],
+            reporter,
+            storage_store=_storage_store(props, secrets),
+            mode=str(props.get("storage_schema") or "carry"),
+        )
         report = copy_and_check(source_db, source, settings, client, target, reporter)
         assert report.check is not None
         return {
@@ -668,6 +689,17 @@ class StorageCopyProvider(_StepProvider):
             "schema_carried": carried is not None,
             **_check_outputs(report.check),
         }, report.copied > 0
+
+
+def _storage_store(props: Mapping[str, Any], secrets: _Secrets) -> Any:
+    """supabase_storage_admin's password secret (the stack's), scrubbed from any message."""
+    from migration.db.roles import STORAGE_PASSWORDS, SecretsManagerStore
+
+    arn = str(props.get("password_secret_arn") or "")
+    if not arn:
+        return None
+    store = SecretsManagerStore({"supabase_storage_admin": arn}, roles=STORAGE_PASSWORDS)
+    return _ScrubbingStore(store, secrets)
 
 
 def _bucket_region(props: Mapping[str, Any]) -> str | None:
@@ -1086,6 +1118,7 @@ class StorageOptions:
     workers: int = _default("storage_workers")
     allow_missing: bool = _default("allow_missing_objects")
     file_version_separator: bool = _default("file_version_separator")
+    storage_schema: str = _default("storage_schema")
     revision: int = _default("storage_revision")
 
     def inputs(self) -> dict[str, Any]:
@@ -1114,8 +1147,14 @@ _STORAGE_CHECK_OUTPUTS = (
 class StorageCopy(_StepResource, module="qckstrt", name="StorageCopy"):
     """The storage step as a resource; `after` carries the import's ``run_id``.
 
-    It dials the target (``connection``) only to compare its ``storage.objects`` with the
-    source's rows after the copy.
+    It dials the target to carry schema ``storage`` before the copy (``options.storage_schema``
+    carry) and to compare its ``storage.objects`` with the source's rows after it.
+
+    :param password_secret_arn: the stack's secret for ``supabase_storage_admin``'s password
+        (``qckstrt/<stack>/db-role-supabase-storage-admin``): without the auth step the step
+        makes the roles storage-api needs and writes the password there, never into state.
+    :param schemas: the import's application schemas, whose objects that use ``storage`` are
+        put back once it is carried.
     """
 
     objects: pulumi.Output[int]
@@ -1132,13 +1171,17 @@ class StorageCopy(_StepResource, module="qckstrt", name="StorageCopy"):
         credentials_secret_arn: pulumi.Input[str] = "",
         after: Mapping[str, pulumi.Input[str]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        password_secret_arn: pulumi.Input[str] = "",
+        schemas: list[str] | None = None,
     ) -> None:
         inputs = {
             **connection.inputs(),
             "source_secret_arn": source_secret_arn,
             "source_credentials_secret_arn": credentials_secret_arn,
+            "password_secret_arn": password_secret_arn,
             "bucket": bucket,
             "region": region,
+            "schemas": schemas or ["public"],
             **options.inputs(),
             "after": dict(after or {}),
         }

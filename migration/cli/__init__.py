@@ -282,6 +282,7 @@ def _cmd_run(args: argparse.Namespace, rep: RichReporter) -> Any:
         reindex=_reindex_settings(args),
         auth_store=store,
         storage=storage,
+        storage_store=storage_cli.schema_store(args) if storage is not None else None,
         retrieval=_retrieval(args),
     )
     source, target = _endpoint(args, "source"), _endpoint(args, "target")
@@ -299,9 +300,17 @@ def _cmd_storage(args: argparse.Namespace, rep: RichReporter) -> Any:
     source = _endpoint(args, "source")
     if not args.storage_check:
         storage_cli.open_source(args, storage_cli.copy_settings(args))  # bad input stops here
-        # Schema storage first (when the auth step made the roles), then the bytes.
-        schemas = list(getattr(args, "schemas", None) or ["public"])
-        carry_for_storage_step(source, target, None, schemas, rep)
+        # Schema storage first (its roles: the auth step's, or made here), then the bytes.
+        schemas = list(args.schemas or ["public"])
+        carry_for_storage_step(
+            source,
+            target,
+            None,
+            schemas,
+            rep,
+            storage_store=storage_cli.schema_store(args),
+            mode=args.storage_schema,
+        )
     return cmd_storage(args, source, target, rep)
 
 

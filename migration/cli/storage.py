@@ -19,6 +19,8 @@ from migration.backends.storage_sources import (
     credentials_from_secret_arn,
 )
 from migration.db.connection import Endpoint
+from migration.db.roles import PasswordStore
+from migration.errors import ConfigError
 from migration.options import declared_fields
 from migration.progress import Reporter
 from migration.steps.storage_copy import StorageCopyReport, StorageCopySettings
@@ -51,6 +53,25 @@ def _declared(cls: Any, args: argparse.Namespace) -> Any:
 def _source_settings(args: argparse.Namespace) -> SourceSettings:
     spec: SourceSettings = _declared(SourceSettings, args)
     return spec
+
+
+def schema_store(args: argparse.Namespace) -> PasswordStore | None:
+    """supabase_storage_admin's password secret (`storage_password_secret`), by ARN only.
+
+    :raises ConfigError: the value is not a Secrets Manager secret ARN.
+    """
+    from migration.db.roles import STORAGE_PASSWORDS, SecretsManagerStore
+
+    arn = str(args.storage_password_secret or "").strip()
+    if not arn:
+        return None
+    if not arn.startswith("arn:") or arn.count(":") < 6 or ":secretsmanager:" not in arn:
+        raise ConfigError(
+            "`storage_password_secret` takes a Secrets Manager secret ARN "
+            "(arn:aws:secretsmanager:<region>:<account>:secret:<name>)",
+            setting="storage_password_secret",
+        )
+    return SecretsManagerStore({"supabase_storage_admin": arn}, roles=STORAGE_PASSWORDS)
 
 
 def copy_settings(args: argparse.Namespace) -> StorageCopySettings:

@@ -75,6 +75,12 @@ SERVICE_ROLES = (
 LOGIN_ROLES = tuple(r.name for r in SERVICE_ROLES if r.login)
 # The roles whose objects the master builds (schema owners): it needs SET and INHERIT on them.
 OWNER_ROLES = ("supabase_auth_admin", "supabase_storage_admin")
+#: What storage-api needs when the storage step runs without the auth step: its admin, the API
+#: roles its policies and grants name, and ``authenticator`` (through which the admin switches
+#: to them). Only the admin's password is the storage step's; ``authenticator``'s is the auth
+#: step's (it is made without one and gets it when the auth step runs).
+STORAGE_ROLES = ("anon", "authenticated", "service_role", "authenticator", "supabase_storage_admin")
+STORAGE_PASSWORDS = ("supabase_storage_admin",)
 
 
 class PasswordStore(Protocol):
@@ -97,11 +103,15 @@ class SecretsManagerStore:
 
     :param arns: login role -> secret ARN.
     :param client: a boto3 ``secretsmanager`` client; one for the ARNs' region when None.
+    :param roles: the login roles whose passwords this store keeps (default: all of them; the
+        storage step alone keeps only ``supabase_storage_admin``'s).
     :raises ConfigError: a login role has no ARN.
     """
 
-    def __init__(self, arns: Mapping[str, str], client: Any = None) -> None:
-        missing = [r for r in LOGIN_ROLES if not arns.get(r)]
+    def __init__(
+        self, arns: Mapping[str, str], client: Any = None, roles: tuple[str, ...] = LOGIN_ROLES
+    ) -> None:
+        missing = [r for r in roles if not arns.get(r)]
         if missing:
             raise ConfigError(
                 f"no Secrets Manager secret ARN for role(s) {', '.join(missing)}: give one "
@@ -213,9 +223,12 @@ def _refuse_unmanageable(conn: Conn, names: list[str]) -> None:
         )
 
 
-def _password(spec: RoleSpec, store: PasswordStore) -> tuple[str | None, bool]:
-    """(password, fresh): the stored one, or a new one stored before any role gets it."""
-    if not spec.login:
+def _password(
+    spec: RoleSpec, store: PasswordStore, passwords: tuple[str, ...]
+) -> tuple[str | None, bool]:
+    """(password, fresh): the stored one, or a new one stored before any role gets it; None for
+    a role without login or whose password is not this caller's (`passwords`)."""
+    if not spec.login or spec.name not in passwords:
         return None, False
     stored = store.read(spec.name)
     if stored is not None:
@@ -225,16 +238,23 @@ def _password(spec: RoleSpec, store: PasswordStore) -> tuple[str | None, bool]:
     return fresh, True
 
 
-def _ensure_role(conn: Conn, spec: RoleSpec, store: PasswordStore, rep: RolesReport) -> None:
+def _ensure_role(
+    conn: Conn, spec: RoleSpec, store: PasswordStore, passwords: tuple[str, ...], rep: RolesReport
+) -> None:
     found = _role(conn, spec.name)
     ident = sql.Identifier(spec.name)
     attrs = sql.SQL(
         ("LOGIN" if spec.login else "NOLOGIN") + (" INHERIT" if spec.inherit else " NOINHERIT")
     )
-    password, fresh = _password(spec, store)
+    password, fresh = _password(spec, store, passwords)
     if found is None:
         conn.execute(sql.SQL("CREATE ROLE {} ").format(ident) + attrs)
         rep.created.append(spec.name)
+        if spec.login and password is None:
+            rep.notes.append(
+                f"{spec.name} was made without a password (it is the auth step's to give): it "
+                "cannot sign in until the auth step runs"
+            )
     elif found[:2] != (spec.login, spec.inherit):
         conn.execute(sql.SQL("ALTER ROLE {} ").format(ident) + attrs)
         rep.altered.append(spec.name)
@@ -293,9 +313,9 @@ def _grant_bypassrls(conn: Conn, role: str, rep: RolesReport) -> None:
         )
 
 
-def _grant_to_master(conn: Conn, rep: RolesReport) -> None:
+def _grant_to_master(conn: Conn, names: tuple[str, ...], rep: RolesReport) -> None:
     """Membership WITH INHERIT, SET in the owner roles: what ALTER ... OWNER TO needs."""
-    for name in OWNER_ROLES:
+    for name in (n for n in OWNER_ROLES if n in names):
         row = conn.execute(
             "SELECT m.inherit_option AND m.set_option FROM pg_auth_members m "
             "WHERE m.member = to_regrole(current_user) AND m.roleid = to_regrole(%s) "
@@ -311,22 +331,35 @@ def _grant_to_master(conn: Conn, rep: RolesReport) -> None:
             rep.granted_to_master.append(name)
 
 
-def ensure_roles(conn: Conn, store: PasswordStore, reporter: Reporter | None = None) -> RolesReport:
+def ensure_roles(
+    conn: Conn,
+    store: PasswordStore,
+    reporter: Reporter | None = None,
+    roles: tuple[str, ...] | None = None,
+    passwords: tuple[str, ...] | None = None,
+) -> RolesReport:
     """Create or align Supabase's service roles on the target, as its master user; idempotent.
 
     :param conn: an autocommit connection to the target as the master user (CREATEROLE).
     :param store: where login passwords are kept (read first; written before a role gets one).
     :param reporter: receives one line per change (never a password).
+    :param roles: the roles to make (default: all of `SERVICE_ROLES`; the storage step alone
+        makes `STORAGE_ROLES`).
+    :param passwords: the login roles whose passwords `store` keeps (default: every login role
+        in `roles`); another login role is made without a password and left as it is.
     :raises PreflightError: an existing role the master cannot administer (nothing changed).
     :raises ConfigError: the password store cannot be read or written.
     """
     rep = reporter or NullReporter()
     report = RolesReport()
-    _refuse_unmanageable(conn, [r.name for r in SERVICE_ROLES])
+    specs = [r for r in SERVICE_ROLES if roles is None or r.name in roles]
+    names = tuple(r.name for r in specs)
+    keeps = passwords if passwords is not None else tuple(r.name for r in specs if r.login)
+    _refuse_unmanageable(conn, list(names))
     with conn.transaction():
-        for spec in SERVICE_ROLES:
-            _ensure_role(conn, spec, store, report)
-        _grant_to_master(conn, report)
+        for spec in specs:
+            _ensure_role(conn, spec, store, keeps, report)
+        _grant_to_master(conn, names, report)
     for name in report.created:
         rep.info(f"created role {name}")
     for name in report.passwords_set:

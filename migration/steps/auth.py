@@ -35,7 +35,15 @@ from migration.db import grants, state, supabase
 from migration.db.connection import Conn, Endpoint, server_major
 from migration.db.lock import target_lock
 from migration.db.pgtools import PgTools, clean_sql, find_pg_tools, parse_toc, restore_to_sql_args
-from migration.db.roles import SERVICE_ROLES, PasswordStore, RolesReport, ensure_roles
+from migration.db.roles import (
+    LOGIN_ROLES,
+    SERVICE_ROLES,
+    STORAGE_PASSWORDS,
+    STORAGE_ROLES,
+    PasswordStore,
+    RolesReport,
+    ensure_roles,
+)
 from migration.db.schema_apply import filter_toc
 from migration.db.supabase import LeftOut
 from migration.errors import ConfigError, ImportFailed, PreflightError
@@ -54,6 +62,9 @@ class ServiceSchema:
         carry resumes like the import without touching the import's).
     :param marks: tables whose presence on the source says the service's schema is there.
     :param service: the service's name, for messages.
+    :param roles: the service roles the carry makes (with a password store) or needs.
+    :param passwords: the login roles among them whose passwords the carry's store keeps.
+    :param store_setting: the setting that names that store, for messages.
     """
 
     name: str
@@ -61,6 +72,9 @@ class ServiceSchema:
     state_schema: str
     marks: tuple[str, ...]
     service: str
+    roles: tuple[str, ...]
+    passwords: tuple[str, ...]
+    store_setting: str
 
     @property
     def owners_step(self) -> str:
@@ -72,7 +86,14 @@ class ServiceSchema:
 
 
 AUTH = ServiceSchema(
-    "auth", "supabase_auth_admin", "qckstrt_migrate_auth", ("users", "schema_migrations"), "GoTrue"
+    "auth",
+    "supabase_auth_admin",
+    "qckstrt_migrate_auth",
+    ("users", "schema_migrations"),
+    "GoTrue",
+    tuple(r.name for r in SERVICE_ROLES),
+    LOGIN_ROLES,
+    "auth_password_secrets",
 )
 STORAGE = ServiceSchema(
     "storage",
@@ -80,6 +101,9 @@ STORAGE = ServiceSchema(
     "qckstrt_migrate_storage",
     ("buckets", "objects", "migrations"),
     "storage-api",
+    STORAGE_ROLES,
+    STORAGE_PASSWORDS,
+    "storage_password_secret",
 )
 SERVICE_SCHEMAS = (AUTH, STORAGE)
 AUTH_SCHEMA = AUTH.name
@@ -197,15 +221,16 @@ def _refuse_missing_service(source: Endpoint, spec: ServiceSchema) -> None:
         )
 
 
-def _existing_roles(tconn: Conn, rep: Reporter) -> RolesReport:
+def _existing_roles(tconn: Conn, spec: ServiceSchema, rep: Reporter) -> RolesReport:
     """Without a password store: the service roles must be there already (made by the auth
-    step), else stop before anything is written, naming them."""
-    wanted = {r.name for r in SERVICE_ROLES}
+    step), else stop before anything is written, naming them and the setting to give."""
+    wanted = set(spec.roles)
     missing = sorted(wanted - grants.existing_roles(tconn, wanted))
     if missing:
         raise PreflightError(
-            f"the target lacks Supabase's service roles {', '.join(missing)}: run the auth step "
-            "first (it makes them, passwords in Secrets Manager); nothing was changed"
+            f"the target lacks Supabase's service roles {', '.join(missing)}: give "
+            f"`{spec.store_setting}` (the step makes them, passwords in Secrets Manager) or run "
+            "the auth step first; nothing was changed"
         )
     rep.info("service roles present (made by the auth step)")
     return RolesReport()
@@ -228,9 +253,9 @@ def _carry(
     _refuse_missing_service(source, spec)
     with target.connect(autocommit=True) as tconn:
         if store is not None:
-            roles = ensure_roles(tconn, store, rep)
+            roles = ensure_roles(tconn, store, rep, spec.roles, spec.passwords)
         else:
-            roles = _existing_roles(tconn, rep)
+            roles = _existing_roles(tconn, spec, rep)
         tconn.execute(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
                 sql.Identifier(spec.name), sql.Identifier(spec.owner)

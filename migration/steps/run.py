@@ -83,6 +83,11 @@ class RunOptions:
     auth_store: PasswordStore | None = None
     retrieval: RetrievalThresholds = field(default_factory=RetrievalThresholds)
     storage: StorageStep | None = None
+    #: The storage step: carry schema storage (with its roles) or skip it (the files only).
+    storage_schema: str = option("storage_schema")
+    #: Where the storage step keeps supabase_storage_admin's password when it makes the roles
+    #: itself (no auth step); None: the auth step's roles are used.
+    storage_store: PasswordStore | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -167,7 +172,9 @@ def _storage(source: Endpoint, target: Endpoint, o: RunOptions, rep: Reporter) -
     assert o.storage is not None
     storage = o.storage
     # Schema storage first (owned by supabase_storage_admin), then the bytes.
-    carry_for_storage_step(source, target, o.auth_store, o.schemas, rep, o.pg_dump)
+    carry_for_storage_step(
+        source, target, o.auth_store, o.schemas, rep, o.pg_dump, o.storage_store, o.storage_schema
+    )
     return copy_and_check(source, storage.source, storage.settings, storage.s3(), target, rep)
 
 
@@ -278,6 +285,14 @@ _FUNCTIONS: dict[str, Step] = {
 }
 
 
+def _preflight(target: Endpoint, o: RunOptions) -> None:
+    """What a later step would refuse, refused before the first step writes anything."""
+    from migration.steps.storage_schema import storage_schema_plan
+
+    if o.storage is not None:
+        storage_schema_plan(target, o.auth_store, o.storage_store, o.schemas, o.storage_schema)
+
+
 def run_all(
     source: Endpoint,
     target: Endpoint,
@@ -289,6 +304,8 @@ def run_all(
     :raises TargetBusy: another run holds the target (after `lock_wait_seconds`).
     :raises VerificationFailed: step 4 found a difference; carries the run's report.
     :raises RunFailed: another step failed; carries the run's report, names the step.
+    :raises ConfigError: before any step: the storage step would carry schema storage with no
+        way to make its roles (`storage_password_secret`, the auth step, or `storage_schema` skip).
     """
     opts = options or RunOptions()
     rep = reporter or NullReporter()
@@ -297,6 +314,7 @@ def run_all(
     report.steps = [StepResult(i, name, "not run") for i, name in enumerate(names, 1)]
     began = time.monotonic()
     with target_lock(target, opts.lock_wait_seconds):
+        _preflight(target, opts)
         for step in report.steps:
             rep.info(f"step {step.number}/{len(names)}: {step.name}")
             t0 = time.monotonic()

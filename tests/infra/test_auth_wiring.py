@@ -94,3 +94,40 @@ def test_app_config_names_the_roles_secrets_and_the_jwt_secret_by_arn_only() -> 
     assert seen, "the JWT secret should reach its Secrets Manager version"
     for name, value in run.outputs.items():
         assert JWT not in json.dumps(value), name
+
+
+def test_storage_step_alone_gets_its_admins_secret_and_the_import_schemas() -> None:
+    """Without `migrationAuth`, the storage step still carries schema storage: the stack
+    declares supabase_storage_admin's secret (no value) and hands its ARN to the step, which
+    also gets the import's schemas (so the app's objects using storage come back)."""
+    run = run_program(
+        "staging",
+        overrides={
+            "storageSourcePath": "/mnt/supabase/storage",
+            "migrationSchemas": ["public", "app"],
+        },
+        secrets={"sourceDatabaseUrl": SOURCE_URL},
+    )
+    assert run.of_type(AUTH_STEP) == []
+    roles = [s for s in run.of_type(SECRET) if "db-role" in s.inputs["name"]]
+    assert [s.inputs["name"] for s in roles] == ["qckstrt/staging/db-role-supabase-storage-admin"]
+    assert not [v for v in run.of_type(VERSION) if "db-role" in v.name]
+    storage = run.one("pulumi-python:dynamic/qckstrt:StorageCopy")
+    arn = storage.inputs["password_secret_arn"]
+    assert arn.startswith("arn:aws:secretsmanager:") and "db-role-supabase-storage-admin" in arn
+    assert storage.inputs["storage_schema"] == "carry"
+    assert storage.inputs["schemas"] == ["public", "app"]
+    config = _config(run)
+    assert config["STORAGE_DB_PASSWORD_SECRET_ARN"] == arn
+    assert "GOTRUE_DB_USERNAME" not in config and "AUTHENTICATOR_DB_USERNAME" not in config
+
+
+def test_storage_step_copying_files_only_declares_no_role_secret() -> None:
+    run = run_program(
+        "staging",
+        overrides={"storageSourcePath": "/mnt/supabase/storage", "storageSchema": "skip"},
+        secrets={"sourceDatabaseUrl": SOURCE_URL},
+    )
+    assert not [s for s in run.of_type(SECRET) if "db-role" in s.inputs["name"]]
+    storage = run.one("pulumi-python:dynamic/qckstrt:StorageCopy")
+    assert (storage.inputs["storage_schema"], storage.inputs["password_secret_arn"]) == ("skip", "")

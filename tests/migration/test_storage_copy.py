@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psycopg
 import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
@@ -435,9 +436,31 @@ def test_run_takes_the_storage_step_between_import_and_reindex(
     monkeypatch.setenv("TARGET_DATABASE_URL", target)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     args = ["run", "--model", str(model), "--storage-bucket", BUCKET, "--from-dir", str(root)]
+    # No auth step and no storage admin secret: refused before the first step writes anything.
+    assert cli.main([*args, "--json"]) == cli.EXIT_USAGE
+    refused = capsys.readouterr().err
+    assert "--storage-password-secret" in refused and "--storage-schema skip" in refused
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT to_regclass('public.users')").fetchone() == (None,)
+    # The storage step alone makes the roles storage-api needs, its admin's password in a secret.
+    sm = boto3.client("secretsmanager", region_name="us-east-1")
+    arn = sm.create_secret(Name="qckstrt/test/db-role-supabase-storage-admin")["ARN"]
+    args += ["--storage-password-secret", arn]
     assert cli.main([*args, "--json"]) == 0
     out = capsys.readouterr()
     report = json.loads(out.out)
+    password = json.loads(sm.get_secret_value(SecretId=arn)["SecretString"])["password"]
+    assert password not in out.out + out.err
+    with psycopg.connect(target) as conn:
+        owner = (
+            "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'storage.objects'::regclass"
+        )
+        assert conn.execute(owner).fetchone() == ("supabase_storage_admin",)
+        assert conn.execute("SELECT count(*) FROM storage.objects").fetchone() == (len(OBJECTS),)
+    host = target.split("@", 1)[1]
+    with psycopg.connect(f"postgresql://supabase_storage_admin:{password}@{host}") as api:
+        found = api.execute('SELECT count(*) FROM "objects"').fetchone()  # search_path storage
+        assert found == (len(OBJECTS),)
     assert [s["name"] for s in report["steps"]] == [
         "pgvector",
         "import",

@@ -47,12 +47,17 @@ WIRING = {
     "region",
     "after",
     "password_secret_arns",
+    "password_secret_arn",
     "source_credentials_secret_arn",
 }
 #: Inputs a kind needs besides the connection for `check` to pass (the storage step's backend,
 #: the auth step's password secrets).
 REQUIRED: dict[str, dict[str, Any]] = {
-    "StorageCopy": {"bucket": "stack-bucket", "source_path": "/srv/storage"},
+    "StorageCopy": {
+        "bucket": "stack-bucket",
+        "source_path": "/srv/storage",
+        "password_secret_arn": SOURCE_ARN,
+    },
     "AuthStep": {"password_secret_arns": dict.fromkeys(LOGIN_ROLES, SOURCE_ARN)},
 }
 #: Stack keys of the data steps (the rest of Pulumi.yaml is infrastructure).
@@ -375,6 +380,7 @@ STACK_VALUES: dict[str, Any] = {
     "storageSourceEndpoint": "http://minio:9000",
     "storageTenantId": "prod-tenant",
     "storageAllowMissing": True,
+    "storageSchema": "skip",
 }
 
 
