@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psycopg
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -53,6 +54,8 @@ class StorageWorld:
             "region": REGION,
             "source_path": str(self.root),
             "after": {"import": "run-1"},
+            # The files only; `test_storage_schema_carried_without_the_auth_step` carries it.
+            "storage_schema": "skip",
         }
         return {**props, **overrides}
 
@@ -266,3 +269,46 @@ def test_missing_files_fail_the_step_by_name(world: StorageWorld, tmp_path: Path
     assert OBJECTS[0].name in str(failed.value) and "storageAllowMissing" in str(failed.value)
     assert _keys(world, "t2/") == []
     _assert_no_secret(world, str(failed.value), "the error")
+
+
+def test_storage_schema_carried_without_the_auth_step(
+    world: StorageWorld, servers: Servers
+) -> None:
+    """`storage_schema` carry (the default) with the stack's storage admin secret: the step
+    makes storage-api's roles itself, writes the password to the secret (never to outputs or
+    logs) and carries schema storage, owned by supabase_storage_admin, before the files."""
+    props = world.props(storage_schema="carry", tenant="carried", source_tenant="stub")
+    _, failures = world.host.check("StorageCopy", props)
+    assert [prop for prop, _ in failures] == ["password_secret_arn"]
+    assert "storage_schema skip" in failures[0][1]
+
+    sm = boto3.client(
+        "secretsmanager",
+        region_name=REGION,
+        endpoint_url=world.s3.meta.endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    arn = sm.create_secret(Name="qckstrt/test/db-role-supabase-storage-admin")["ARN"]
+    dbname, target_url = servers.target_db()
+    props = {**props, "database": dbname, "password_secret_arn": arn}
+    inputs, failures = world.host.check("StorageCopy", props)
+    assert failures == []
+    _, outs = world.host.create("StorageCopy", inputs)
+    assert outs["schema_carried"] is True and outs["target_rows_compared"] is True
+    assert outs["copied"] == len(OBJECTS) and outs["storage_checked"] is True
+    password = json.loads(sm.get_secret_value(SecretId=arn)["SecretString"])["password"]
+    with psycopg.connect(target_url) as conn:
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'storage.objects'::regclass"
+        ).fetchone()
+        assert owner == ("supabase_storage_admin",)
+        roles = conn.execute(
+            "SELECT array_agg(rolname ORDER BY rolname) FROM pg_roles WHERE rolname = ANY(%s)",
+            (["anon", "authenticated", "service_role", "authenticator", "supabase_storage_admin"],),
+        ).fetchone()
+        assert roles == (
+            ["anon", "authenticated", "authenticator", "service_role", "supabase_storage_admin"],
+        )
+    for where, text in (("outputs", json.dumps(outs)), ("stderr", world.host.stderr())):
+        assert password not in text, f"the storage admin's password appears in {where}"
