@@ -233,3 +233,55 @@ def test_storage_subcommand_after_the_auth_step_carries_the_schema_then_the_file
         assert conn.execute(
             "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'storage.objects'::regclass"
         ).fetchone() == ("supabase_storage_admin",)
+
+
+def test_storage_subcommand_without_the_auth_step_makes_the_roles_or_is_refused(
+    servers: Servers,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`qckstrt-migrate storage` on a target the auth step never saw: refused before anything
+    is written unless given supabase_storage_admin's secret (then it makes storage-api's roles
+    and carries the schema) or `--storage-schema skip` (the files only)."""
+    source_url, expected, _ = _source(servers)
+    dbname, target_url = servers.target_db()
+    source, target = Endpoint(source_url, "source"), Endpoint(target_url, "target")
+    setup_extension(target, source)
+    import_database(source, target, ImportOptions(schemas=["public"]))
+    root = tmp_path / "storage"
+    root.mkdir()
+    write_files(root, OBJECTS, xattrs=xattrs_supported(root))
+    monkeypatch.setenv("SOURCE_DATABASE_URL", source_url)
+    monkeypatch.setenv("TARGET_DATABASE_URL", target_url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    args = ["storage", "--storage-bucket", "stack-bucket", "--from-dir", str(root), "--json"]
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="stack-bucket")
+        assert cli.main(args) == cli.EXIT_USAGE
+        refused = capsys.readouterr().err
+        assert "--storage-password-secret" in refused and "--storage-schema skip" in refused
+        assert s3.list_objects_v2(Bucket="stack-bucket").get("KeyCount") == 0
+        with psycopg.connect(target_url) as conn:
+            assert conn.execute("SELECT to_regnamespace('storage')").fetchone() == (None,)
+
+        assert cli.main([*args, "--storage-schema", "skip"]) == 0
+        assert json.loads(capsys.readouterr().out)["copied"] == len(OBJECTS)
+        with psycopg.connect(target_url) as conn:
+            assert conn.execute("SELECT to_regnamespace('storage')").fetchone() == (None,)
+
+        sm = boto3.client("secretsmanager", region_name="us-east-1")
+        arn = sm.create_secret(Name="qckstrt/test/db-role-supabase-storage-admin")["ARN"]
+        assert cli.main([*args, "--storage-password-secret", arn]) == 0
+        out = capsys.readouterr()
+        assert json.loads(out.out)["check"]["target"] is not None  # the target's rows compared
+        password = json.loads(sm.get_secret_value(SecretId=arn)["SecretString"])["password"]
+        assert password not in out.out + out.err
+    with psycopg.connect(target_url) as conn:
+        assert storage_shape(conn) == expected
+        assert conn.execute(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'authenticator'"
+        ).fetchone() == (True,)
+        assert conn.execute("SELECT to_regnamespace('auth')").fetchone() == (None,)
+    _storage_api_statements(servers, dbname, password)
