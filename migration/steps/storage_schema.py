@@ -8,6 +8,13 @@ every object handed to ``supabase_storage_admin`` (storage-api migrates as that 
 ``search_path`` storage) and the source's grants replayed (``anon``, ``authenticated``,
 ``service_role``, including what storage-api's migration 0021 revokes and grants on the
 ``s3_multipart_uploads`` tables). The storage step calls it before copying any bytes.
+
+Its roles come from the auth step when that step runs or ran on the target; otherwise the storage
+step makes the ones storage-api needs itself (``STORAGE_ROLES``), with only
+``supabase_storage_admin``'s password, kept in its own secret (``storage_password_secret``), so
+the step can stand alone. With neither, it stops before anything is written unless
+``storage_schema`` is skip (the files only): a schema without its owner and grants would be a
+trap for storage-api, not a shortcut.
 """
 
 from __future__ import annotations
