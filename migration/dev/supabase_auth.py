@@ -25,9 +25,11 @@ pgcrypto).
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 MIGRATIONS = Path(__file__).with_name("gotrue_v2_164_0")
 INSTANCE_ID = "00000000-0000-0000-0000-000000000000"
@@ -212,3 +214,34 @@ def install_auth_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     conn.execute(ROLES_SQL)
     conn.execute(BOOTSTRAP_SQL)
     replay_gotrue(conn)
+
+
+def sign_up(
+    cur: psycopg.Cursor[tuple[object, ...]], user_id: str, email: str, password: str, at: datetime
+) -> None:
+    """A confirmed email user and its ``email`` identity, the rows GoTrue's sign-up writes."""
+    cur.execute(
+        "INSERT INTO auth.users (instance_id, id, aud, role, email, encrypted_password, "
+        "email_confirmed_at, confirmation_token, recovery_token, email_change_token_new, "
+        "email_change, raw_app_meta_data, raw_user_meta_data, created_at, updated_at, "
+        "last_sign_in_at, is_sso_user) VALUES (%s, %s, 'authenticated', 'authenticated', "
+        "%s, %s, %s, '', '', '', '', %s, %s, %s, %s, %s, false)",
+        (
+            INSTANCE_ID,
+            user_id,
+            email,
+            password_hash(password),
+            at,
+            Jsonb({"provider": "email", "providers": ["email"]}),
+            Jsonb({}),
+            at,
+            at,
+            at,
+        ),
+    )
+    identity = {"sub": user_id, "email": email, "email_verified": False, "phone_verified": False}
+    cur.execute(
+        "INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, "
+        "last_sign_in_at, created_at, updated_at) VALUES (%s, %s, %s, 'email', %s, %s, %s)",
+        (user_id, user_id, Jsonb(identity), at, at, at),
+    )

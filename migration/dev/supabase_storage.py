@@ -105,11 +105,12 @@ def migration_hash(file: Path) -> str:
 
 
 def install_storage_schema(conn: Conn) -> None:
-    """Build schema `storage` in `conn`'s database (a superuser connection) from the migrations.
+    """Build schema `storage` in `conn`'s database from the migrations.
 
-    Roles are cluster-wide and created only when missing, so this can run on any database.
+    `conn` is a superuser's, autocommit (each migration commits alone) or inside the caller's
+    transaction (the demo seeds its source in one). Roles are cluster-wide and created only
+    when missing, so this can run on any database.
     """
-    conn.autocommit = True
     for role in STORAGE_ROLES:
         login = "LOGIN NOINHERIT CREATEROLE" if role == "supabase_storage_admin" else "NOLOGIN"
         if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:

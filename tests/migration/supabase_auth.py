@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from migration.dev.supabase_auth import INSTANCE_ID, install_auth_schema, password_hash
+from migration.dev.supabase_auth import INSTANCE_ID, install_auth_schema, sign_up
 from tests.databases import Servers
 
 AUTH_TEMPLATE = "supabase_auth_template"
@@ -83,44 +83,7 @@ def seed_users(conn: psycopg.Connection[tuple[object, ...]], count: int = USERS)
     with conn.transaction(), conn.cursor() as cur:
         for i, u in enumerate(users):
             at = now + timedelta(minutes=i)
-            cur.execute(
-                "INSERT INTO auth.users (instance_id, id, aud, role, email, encrypted_password, "
-                "email_confirmed_at, confirmation_token, recovery_token, email_change_token_new, "
-                "email_change, raw_app_meta_data, raw_user_meta_data, created_at, updated_at, "
-                "last_sign_in_at, is_sso_user) VALUES (%s, %s, 'authenticated', 'authenticated', "
-                "%s, %s, %s, '', '', '', '', %s, %s, %s, %s, %s, false)",
-                (
-                    INSTANCE_ID,
-                    u.id,
-                    u.email,
-                    password_hash(u.password),
-                    at,
-                    Jsonb({"provider": "email", "providers": ["email"]}),
-                    Jsonb({}),
-                    at,
-                    at,
-                    at,
-                ),
-            )
-            cur.execute(
-                "INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, "
-                "last_sign_in_at, created_at, updated_at) VALUES (%s, %s, %s, 'email', %s, %s, %s)",
-                (
-                    u.id,
-                    u.id,
-                    Jsonb(
-                        {
-                            "sub": u.id,
-                            "email": u.email,
-                            "email_verified": False,
-                            "phone_verified": False,
-                        }
-                    ),
-                    at,
-                    at,
-                    at,
-                ),
-            )
+            sign_up(cur, u.id, u.email, u.password, at)
             session = str(uuid.uuid5(uuid.NAMESPACE_URL, f"session{i}"))
             cur.execute(
                 "INSERT INTO auth.sessions (id, user_id, created_at, updated_at, aal, "
