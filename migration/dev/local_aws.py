@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ class LocalAws:
     def start(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        # Its HTTP server logs every request at INFO on stderr, amid the demo's progress.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         port = free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._server.start()
