@@ -1,11 +1,14 @@
 """`qckstrt-migrate demo`: the whole migration on a laptop, with no cloud account.
 
 Two embedded PostgreSQL 16 + pgvector servers stand in for Supabase and RDS: the source is seeded
-with generated QCKSTRT data (`migration.dev.demo_data`), the target is reached over TCP with a
-password as a non-superuser master role, as on RDS. Then the same library calls `pulumi up` makes
-run (`migration.steps.run.run_all`): the verify step measures the app's own vector query on the
-target (recall@3/5/10 against exact search, short results, latency, with the database settings the
-re-index set), and a sample RAG retrieval shows the fresh vectors at work.
+with generated QCKSTRT data (`migration.dev.demo_data`: GoTrue's `auth` and storage-api's
+`storage` replayed from their own migrations, users and files), the target is reached over TCP
+with a password as a non-superuser master role, as on RDS; moto's server on 127.0.0.1 stands in
+for Secrets Manager and S3 (`migration.dev.local_aws`). Then the same library calls `run` makes
+(`migration.steps.run.run_all`, with the auth and storage steps): the verify step measures the
+app's own vector query on the target, a sample RAG retrieval shows the fresh vectors at work, and
+`migration.dev.demo_checks` signs the known user in on the target as GoTrue would and fetches the
+top answer's file from the bucket.
 
 Why the servers are reused: a second `make demo` should be quick and show that a migrated target
 is left alone (every step finds nothing to do); `--fresh` starts over from an empty directory.
@@ -254,6 +257,7 @@ def _seed_source(source: LocalPostgres, directory: Path, chunks: int, reporter: 
             with conn.transaction():
                 seed(conn, chunks, directory / "storage")
             return True
+    _refuse_old_source(source, directory)
     reporter.info(
         f"reusing {directory} from an earlier demo: each step checks the target and "
         "skips what is already done (add --fresh to start over)"
@@ -261,6 +265,21 @@ def _seed_source(source: LocalPostgres, directory: Path, chunks: int, reporter: 
     if existing != chunks:
         reporter.info(f"the source keeps its {existing:,} chunks; --chunks applies with --fresh")
     return False
+
+
+def _refuse_old_source(source: LocalPostgres, directory: Path) -> None:
+    """An earlier version of the demo seeded no GoTrue or storage-api schema: say so plainly,
+    before the storage step would stop on a source without ``storage.objects``."""
+    with source.superuser(SOURCE_DB) as conn:
+        row = conn.execute(
+            "SELECT to_regclass('auth.schema_migrations') IS NOT NULL "
+            "AND to_regclass('storage.objects') IS NOT NULL"
+        ).fetchone()
+    if not (row and row[0]):
+        raise MigrationError(
+            f"{directory} was seeded by an older demo, without GoTrue's auth and storage-api's "
+            "storage schemas: start over with --fresh (make demo DEMO_ARGS=--fresh)"
+        )
 
 
 def _target_endpoint(target: LocalPostgres, directory: Path) -> Endpoint:
