@@ -14,14 +14,10 @@ from pathlib import Path
 
 from migration.dev.supabase_storage import (
     STUB,
-    XATTR_CACHE_CONTROL,
-    XATTR_CONTENT_TYPE,
     Conn,
     StoredObject,
     file_path,
     install_storage_schema,
-    migration_files,
-    migration_hash,
     storage_shape,
     xattrs_supported,
 )
@@ -31,15 +27,10 @@ from migration.dev.supabase_storage import write_files as _write_files
 __all__ = [
     "BUCKETS",
     "OBJECTS",
-    "STUB",
-    "XATTR_CACHE_CONTROL",
-    "XATTR_CONTENT_TYPE",
     "StoredObject",
     "file_path",
     "insert_rows",
     "install_storage_schema",
-    "migration_files",
-    "migration_hash",
     "storage_shape",
     "write_files",
     "xattrs_supported",
