@@ -558,7 +558,30 @@ def _render_demo(console: Any, report: DemoReport) -> None:
         _render_retrieval(console, verified.retrieval)
     console.print(f"question: {report.question!r} (embedded with the same model)")
     console.print(hits)
+    _render_demo_checks(console, report)
     _render_demo_footer(console, report)
+
+
+def _render_demo_checks(console: Any, report: DemoReport) -> None:
+    """The sign-in on the target and the file fetched from the bucket (`demo_checks`)."""
+    if (s := report.sign_in) is not None:
+        console.print(
+            f"sign-in check: {s.email} / password {s.password!r}: bcrypt matches the target's "
+            f"auth.users.encrypted_password{'' if s.password_ok else ' - FAILS'}; a wrong "
+            f"password is {'refused' if s.wrong_password_refused else 'ACCEPTED'}; as {s.role}: "
+            f"session {s.session_id[:8]}..., refresh token {s.refresh_token_id} inserted "
+            "(rolled back)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if (f := report.file) is not None:
+        console.print(
+            f"file fetched from the local bucket: s3://{f.bucket}/{f.key}: {f.size:,} bytes, "
+            f"{f.content_type}, "
+            + ("equal to the source's file" if f.equal_to_source else "DIFFERS from the source"),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _render_demo_footer(console: Any, report: DemoReport) -> None:
@@ -568,7 +591,8 @@ def _render_demo_footer(console: Any, report: DemoReport) -> None:
     for line in DIFFERENCES:
         console.print(f"  - {line}", highlight=False)
     console.print(
-        f"data: {report.directory} (source/ and target/ clusters, backups/); "
+        f"data: {report.directory} (source/ and target/ clusters, storage/ files, aws/ local "
+        "AWS state, backups/); "
         f"{'seeded this run' if report.seeded else 'reused'}; {report.seconds:.0f}s in all",
         highlight=False,
     )
