@@ -78,6 +78,9 @@ class UsageError(Exception):
     """
 
     def __init__(self, message: str) -> None:
+        # argparse echoes what it refused, which may be a URL with its password in it.
+        message = re.sub(r"(://[^:/@\s']*):[^@\s']*@", r"\1:***@", message)
+        message = re.sub(r"password\s*=\s*[^\s&']+", "password=***", message)
         super().__init__(message)
         named = re.match(r"argument (--[a-z-]+)", message)
         flags = {f: s.name for s in options.SETTINGS for f in (s.flag, *s.aliases) if f}

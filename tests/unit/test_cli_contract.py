@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MASTER_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1-AbCdEf"
 #: Modules that are skins (they speak their user's words) or development-only helpers run from
 #: the CLI alone (``demo``: their flags are checked to exist below).
-SKINS = {"cli.py", "providers.py"}
-CLI_ONLY = {"demo.py", "local.py"}
+SKINS = {"cli/__init__.py", "providers.py"}
+CLI_ONLY = {"dev/demo.py", "dev/local.py"}
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 
 
@@ -71,6 +71,15 @@ def test_a_step_that_fails_prints_a_json_error_and_exits_3(
     assert report["ok"] is False
     assert report["error"]["code"] == 3 and report["error"]["kind"] == "ConnectionFailed"
     assert "Secret-Pw-1" not in out.out + out.err
+
+
+def test_a_usage_error_never_echoes_a_password(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "postgresql://app:s3cret-pw@db.example:5432/app?password=other-pw"
+    assert cli.main(["import", "--json", "--source-url", url]) == 2
+    out, err = capsys.readouterr()
+    assert "unrecognized arguments" in json.loads(out)["error"]["message"]
+    assert "s3cret-pw" not in out + err and "other-pw" not in out + err
+    assert "app:***@db.example" in err
 
 
 def test_no_target_is_a_usage_error_with_a_json_object(
@@ -179,7 +188,8 @@ def _library_messages() -> dict[str, list[str]]:
     """The text of every exception a library module raises, by module."""
     found: dict[str, list[str]] = {}
     for path in sorted((ROOT / "migration").rglob("*.py")):
-        if path.name in SKINS:
+        module = path.relative_to(ROOT / "migration").as_posix()
+        if module in SKINS:
             continue
         texts = []
         for node in ast.walk(ast.parse(path.read_text())):
@@ -191,7 +201,7 @@ def _library_messages() -> dict[str, list[str]]:
                     if isinstance(c, ast.Constant) and isinstance(c.value, str)
                 ]
                 texts.append(" ".join(parts))
-        found[path.name] = texts
+        found[module] = texts
     return found
 
 
