@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from psycopg import sql
+from psycopg import errors, sql
 
 from migration.db.connection import Conn
 
@@ -108,23 +108,49 @@ def existing_roles(conn: Conn, names: AbstractSet[str]) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
+#: What GRANT raises when its object is not on the target.
+_NO_OBJECT = (errors.UndefinedFunction, errors.UndefinedTable, errors.InvalidSchemaName)
+
+
 def apply_grants(
-    target: Conn, grants: list[Grant], grantees: AbstractSet[str] | None = None
+    target: Conn,
+    grants: list[Grant],
+    grantees: AbstractSet[str] | None = None,
+    skipped: list[str] | None = None,
 ) -> tuple[int, list[str]]:
     """Grant on the target what the source grants, to roles the target has.
 
     :param grantees: only these grantees (None: any role that exists on the target, and PUBLIC).
+    :param skipped: given, a grant whose object is not on the target is left out (its label
+        appended here) instead of failing: the application's grants include those on objects
+        the import leaves out (Supabase's vault helpers get the API roles' default privileges).
+        Must be called inside a transaction (each such grant runs in a savepoint).
     :returns: (grants applied, labels of the grants left out because their role is missing).
     """
     wanted = [g for g in grants if grantees is None or g.grantee in grantees]
     present = existing_roles(target, {g.grantee for g in wanted}) | {"PUBLIC"}
     applied = 0
     for g in wanted:
-        if g.grantee in present:
+        if g.grantee not in present:
+            continue
+        if skipped is None:
             target.execute(g.statement())
-            applied += 1
+        elif not _grant_if_present(target, g):
+            skipped.append(g.label)
+            continue
+        applied += 1
     missing = sorted({g.grantee for g in wanted if g.grantee not in present})
     return applied, missing
+
+
+def _grant_if_present(target: Conn, grant: Grant) -> bool:
+    """Run `grant` in a savepoint; False (nothing changed) when its object does not exist."""
+    try:
+        with target.transaction():
+            target.execute(grant.statement())
+    except _NO_OBJECT:
+        return False
+    return True
 
 
 _NOT_OWNED = (

@@ -360,12 +360,13 @@ def _application_objects(
         tools = find_pg_tools(server_major(snap), opts.pg_dump)
         text, labels = _schema_sql(source, snap, tools, app_schemas, before, after, tconn)
     service = {r.name for r in SERVICE_ROLES}
+    skipped: list[str] = []
     try:
         with tconn.transaction():
             if text.strip():
                 tconn.execute(text.encode())
             applied, _ = grants.apply_grants(
-                tconn, grants.source_grants(snap, app_schemas), service
+                tconn, grants.source_grants(snap, app_schemas), service, skipped
             )
             state.step_done(tconn, spec.app_step, spec.state_schema)
     except psycopg.Error as exc:
@@ -375,8 +376,20 @@ def _application_objects(
         ) from exc
     report.reapplied = labels
     report.grants += applied
+    if skipped:
+        report.left_out.append(_skipped_grants(skipped))
     rep.info(
         f"{spec.name}: put back {len(labels)} application objects, {applied} grants to API roles"
+    )
+
+
+def _skipped_grants(labels: list[str]) -> LeftOut:
+    """The application's grants to API roles on objects the import left out (vault helpers)."""
+    shown = "; ".join(labels[:3]) + (f"; and {len(labels) - 3} more" if len(labels) > 3 else "")
+    return LeftOut(
+        "grants",
+        f"{len(labels)} grants on objects not on the target ({shown})",
+        "their objects were left out by the import",
     )
 
 
