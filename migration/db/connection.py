@@ -46,8 +46,56 @@ _PERMANENT = (
 _SSL_REFUSED = ("no pg_hba.conf entry", "SSL off", "no encryption")
 
 
+#: What a user name and password must percent-encode in a URL (a malformed URL's fix).
+URL_ENCODING_HINT = (
+    "percent-encode special characters in the user name and password "
+    "(@ as %40, / as %2F, : as %3A, # as %23, ? as %3F, % as %25), "
+    "e.g. urllib.parse.quote(password, safe='')"
+)
+
+
+def _raw_password_end(url: str, *, strict: bool = True) -> int | None:
+    """Where the userinfo of `url` ends (its last ``@``) when its password holds an unencoded
+    ``/``, ``?`` or ``#``; None otherwise.
+
+    Such a character ends a URL's authority early: libpq and urlsplit then take part of the
+    password for the host, port or database (and would print it in messages). `strict`: only
+    when no ``@`` comes before it (else ``u:pw@host/db?application_name=a@b``, a valid URL,
+    reads the same as ``u:p@ss/word@host``; libpq refuses the latter, and then its mask hides
+    all up to the last ``@``).
+    """
+    scheme_end = url.find("://")
+    if scheme_end < 0:
+        return None
+    start = scheme_end + 3
+    user = re.match(r"[^:/@?#\[]*:", url[start:])
+    at = url.rfind("@")
+    if user is None or at < start:
+        return None
+    after = start + user.end()
+    first_stop = re.search(r"[/?#]", url[after:at])
+    if first_stop is None:
+        return None
+    port = url[after : after + first_stop.start()]
+    if re.fullmatch(r"\d*", port) or (strict and "@" in port):
+        return None
+    return at
+
+
+def _parses(url: str) -> bool:
+    try:
+        conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return False
+    return True
+
+
 def mask_url(url: str) -> str:
     """Return `url` with any password replaced by ``***`` (URL or key=value form)."""
+    raw_end = _raw_password_end(url, strict=False)
+    if raw_end is not None and (_raw_password_end(url) is not None or not _parses(url)):
+        user = url[: url.index(":", url.index("://") + 3)]
+        return re.sub(r"password=[^&\s]*", "password=***", f"{user}:***{url[raw_end:]}")
     if "://" in url:
         try:
             parts = urlsplit(url)
@@ -91,11 +139,17 @@ class Endpoint:
     def __post_init__(self) -> None:
         if not self.url:
             raise ConfigError(f"{self.name} database URL is empty")
+        if _raw_password_end(self.url) is not None:
+            raise ConfigError(
+                f"{self.name} database URL's password holds an unencoded /, ? or #: "
+                f"{mask_url(self.url)} ({URL_ENCODING_HINT})"
+            )
         try:
             conninfo.conninfo_to_dict(self.url)
         except psycopg.ProgrammingError as exc:
             raise ConfigError(
-                f"{self.name} database URL is not a valid libpq URL: {mask_url(self.url)}"
+                f"{self.name} database URL is not a valid libpq URL: {mask_url(self.url)} "
+                f"({URL_ENCODING_HINT})"
             ) from exc
 
     @property

@@ -8,7 +8,7 @@ import pytest
 
 from migration.db.connection import Endpoint, mask_url
 from migration.dev.local import free_port
-from migration.errors import ConnectionFailed
+from migration.errors import ConfigError, ConnectionFailed
 from tests.migration.conftest import Servers
 from tests.migration.tlsproxy import Blackhole
 
@@ -17,6 +17,35 @@ def test_mask_url_hides_passwords() -> None:
     assert mask_url("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert "s3cret" not in mask_url("host=h user=u password=s3cret dbname=d")
     assert "s3cret" not in mask_url("postgresql://u@h/db?password=s3cret")
+
+
+@pytest.mark.parametrize("password", ["p@ss/w0rd:#?%&=", "a/b", "x?y@z", "s#3@c/r"])
+def test_an_unencoded_password_is_refused_without_showing_any_of_it(password: str) -> None:
+    """A password typed raw into a URL: / ? or # end the authority early, so the URL's own
+    parser would take part of the password for the host (and print it)."""
+    url = f"postgresql://admin2:{password}@db.example:5432/postgres?sslmode=require"
+    masked = mask_url(url)
+    assert masked == "postgresql://admin2:***@db.example:5432/postgres?sslmode=require"
+    with pytest.raises(ConfigError, match="percent-encode") as info:
+        Endpoint(url, "source")
+    message = str(info.value)
+    for piece in {password[i : i + 3] for i in range(len(password) - 2)}:
+        assert piece not in message.replace("%40", "").replace("%2F", "").replace("%3A", "")
+
+
+def test_valid_urls_with_an_at_sign_or_a_port_are_not_taken_for_a_raw_password() -> None:
+    for url in (
+        "postgresql://u:s3cret@h:5432/db?application_name=a@b",
+        "postgresql://h:5432/db?user=me@corp&sslmode=require",
+        "postgresql://[::1]:5432/db?user=me@corp",
+    ):
+        Endpoint(url, "source")  # accepted
+        assert "s3cret" not in mask_url(url)
+    assert mask_url("postgresql://h:5432/db?user=me@corp") == "postgresql://h:5432/db?user=me@corp"
+    assert (
+        mask_url("postgresql://u:s3cret@h:5432/db?application_name=a@b")
+        == "postgresql://u:***@h:5432/db?application_name=a@b"
+    )
 
 
 def test_wrong_password_is_not_retried_and_not_printed(
