@@ -27,7 +27,7 @@ import psycopg
 from psycopg import errors, sql
 
 from migration.backends.backup import BackupLocation
-from migration.db import supabase
+from migration.db import carry_over, supabase
 from migration.db.connection import Conn, Endpoint
 from migration.db.lock import target_lock
 from migration.db.pgtools import PgTools, TocEntry, find_pg_tools, parse_toc, restore_to_sql_args
@@ -60,6 +60,8 @@ class RestoreReport:
     :param target_backup: where those tables were kept first.
     :param options_left_out: settings of the source's server the target does not know (column
         options, storage parameters, configuration parameters), left out of the statements.
+    :param kept_from_target: the target's own policies, foreign keys and grants on replaced
+        tables that the backup does not hold (what the auth step put back), kept.
     """
 
     backup: str
@@ -72,6 +74,7 @@ class RestoreReport:
     target_backup: str | None = None
     seconds: float = 0.0
     options_left_out: list[LeftOut] = field(default_factory=list)
+    kept_from_target: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -306,7 +309,16 @@ def _restore(
     if existing:
         args += ["--clean", "--if-exists"]
     schemas = sorted({s for s, _ in tables})
-    report.tables = _stream(conn, [*args, str(found.dump)], schemas, rep, report.options_left_out)
+    extras = carry_over.read_extras(conn, existing) if existing else None
+    report.tables = _stream(
+        conn, [*args, str(found.dump)], schemas, rep, report.options_left_out, extras
+    )
+    if extras is not None and extras.restored:
+        report.kept_from_target = extras.restored
+        rep.info(
+            "kept the target's own objects on the replaced tables (the auth step's put-back, "
+            f"not in the backup): {', '.join(extras.restored)}"
+        )
     for lo in report.options_left_out:
         rep.info(f"left out {lo.kind} {lo.name}: {lo.reason}")
     report.replaced = existing
@@ -348,7 +360,12 @@ def _check_target(conn: Conn, found: Backup, existing: list[str], replace: bool)
 
 
 def _stream(
-    conn: Conn, args: list[str], schemas: list[str], rep: Reporter, left: list[LeftOut]
+    conn: Conn,
+    args: list[str],
+    schemas: list[str],
+    rep: Reporter,
+    left: list[LeftOut],
+    extras: carry_over.TargetExtras | None = None,
 ) -> dict[str, int]:
     """Run pg_restore writing SQL and apply it as it comes, in one transaction."""
     settings = target_settings(conn)
@@ -365,6 +382,8 @@ def _stream(
                     conn.execute(
                         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
                     )
+                if extras is not None:
+                    carry_over.drop_policies(conn, extras)
                 counts = _apply(conn, proc.stdout, settings, rep, left)
                 if proc.wait() != 0:
                     err.seek(0)
@@ -373,6 +392,8 @@ def _stream(
                         f"pg_restore failed: {lines[-1] if lines else proc.returncode}; "
                         "nothing was changed"
                     )
+                if extras is not None:
+                    carry_over.put_back(conn, extras)
         except SchemaApplyFailed as exc:
             raise RestoreFailed(f"restoring failed, nothing was changed: {exc}") from exc
         except errors.DependentObjectsStillExist as exc:

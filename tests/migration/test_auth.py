@@ -532,3 +532,54 @@ def test_grants_on_objects_the_import_left_out_are_reported_not_fatal(
     with psycopg.connect(url) as conn:  # the rest was put back: the policy and table grants
         assert _one(conn, "SELECT count(*) FROM pg_policy WHERE polname = 'documents_own'") == 1
         assert _one(conn, "SELECT has_table_privilege('authenticated', 'public.users', 'SELECT')")
+
+
+def test_a_replacing_restore_after_the_auth_step_keeps_its_policies_and_grants(
+    auth_source: AuthSource,
+    target: tuple[str, str],
+    secrets_store: tuple[SecretsManagerStore, Any],
+    tmp_path: Any,
+) -> None:
+    """The runbook's in-place rollback on a target the auth step finished: the backup holds no
+    policy calling auth.uid() (the import left them out), and one reads another replaced table
+    (documents_own reads public.users), which used to block the DROP; once dropped by hand, the
+    restored tables would have lost their row-level security."""
+    from migration.steps.restore import restore
+    from migration.steps.transfer import ImportOptions
+
+    store, _ = secrets_store
+    _, url = target
+    _, src_url = auth_source.new_db()
+    src, tgt = Endpoint(src_url, "source"), Endpoint(url, "target")
+    setup_extension(tgt, src)
+    import_database(src, tgt, ImportOptions(backup=str(tmp_path / "backups")))
+    carry_auth(src, tgt, store)
+
+    def shape() -> tuple[Any, ...]:
+        with psycopg.connect(url) as conn:
+            return (
+                _one(conn, "SELECT array_agg(polname ORDER BY polname) FROM pg_policy"),
+                _one(
+                    conn,
+                    "SELECT relrowsecurity FROM pg_class WHERE oid = 'public.documents'::regclass",
+                ),
+                _one(conn, "SELECT count(*) FROM pg_constraint WHERE conname = 'users_id_fkey'"),
+                _one(conn, "SELECT has_table_privilege('authenticated', 'public.users', 'SELECT')"),
+                _one(conn, "SELECT to_regprocedure('public.my_documents()') IS NOT NULL"),
+            )
+
+    before = shape()
+    assert before == (["documents_own"], True, 1, True, True)
+    with psycopg.connect(url) as conn:  # what the rollback undoes
+        conn.execute("DELETE FROM public.documents")
+    report = restore(
+        str(tmp_path / "backups"),
+        tgt,
+        on_existing="replace",
+        backup=str(tmp_path / "kept"),
+    )
+    assert "public.users" in report.replaced
+    assert "policy public.documents documents_own" in report.kept_from_target
+    assert shape() == before
+    with psycopg.connect(url) as conn:
+        assert _one(conn, "SELECT count(*) FROM public.documents") > 0
