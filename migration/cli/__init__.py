@@ -448,7 +448,17 @@ def _render(report: Any) -> None:
         _render_demo(console, report)
     else:
         for key, value in as_json(report).items():
-            console.print(f"{key}: {value}", highlight=False)
+            console.print(f"{key}: {_plain(value)}", highlight=False, soft_wrap=True)
+
+
+def _plain(value: Any) -> str:
+    """A report value as a reader wants it: lists of lines one per line, structures as JSON
+    (the same text `--json` prints), not Python's repr."""
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return "".join(f"\n  - {v}" for v in value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return str(value)
 
 
 def _render_verify(console: Any, report: VerifyReport) -> None:

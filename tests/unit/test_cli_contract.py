@@ -239,3 +239,24 @@ def test_every_setting_a_message_names_exists_in_each_skin() -> None:
         assert options.cli_name(s) in flags, name
         on_stack = options.pulumi_name(s)
         assert on_stack in keys | inputs or "(not a stack setting;" in on_stack, name
+
+
+def test_a_step_report_prints_plain_lines_not_python_reprs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`extension`, `auth`, `storage` print their report as key: value lines; nested values read
+    as JSON and lists of notes one per line (they used to print as Python's repr)."""
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Report:
+        notes: list[str] = field(default_factory=lambda: ["pgcrypto is not available", "x's"])
+        check: dict[str, object] = field(default_factory=lambda: {"ok": True, "missing": []})
+        objects: int = 3
+
+    cli._render(Report())
+    err = capsys.readouterr().err
+    assert "notes: \n  - pgcrypto is not available\n  - x's\n" in err
+    assert 'check: {"ok": true, "missing": []}' in err
+    assert "objects: 3" in err
+    assert "['" not in err and "{'" not in err
