@@ -77,8 +77,20 @@ $$;
 CREATE TABLE storage.buckets (id text PRIMARY KEY, name text NOT NULL);
 """
 
-#: QCKSTRT's tables, policies, functions, publication and grants (DESIGN.md §2).
-APP_SQL = r"""
+#: The app's vector table as its pgvector provider creates it (DESIGN.md §2); the tests' own
+#: small app schemas take it from here too.
+VECTOR_TABLE_SQL = """CREATE TABLE public.qckstrt_embeddings_vectors (
+    id varchar(255) PRIMARY KEY,
+    document_id varchar(255) NOT NULL,
+    user_id varchar(255) NOT NULL,
+    content text NOT NULL,
+    embedding extensions.vector(384) NOT NULL,
+    created_at timestamptz DEFAULT now()
+);
+"""
+
+# QCKSTRT's tables before the vector table (declared once, above), and the rest after it.
+_APP_TABLES_SQL = r"""
 CREATE TABLE public.users (
     id uuid PRIMARY KEY DEFAULT extensions.uuid_generate_v4(),
     email varchar(255) NOT NULL UNIQUE,
@@ -118,15 +130,8 @@ CREATE TABLE public.counters (
     id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name text NOT NULL
 );
-CREATE TABLE public.qckstrt_embeddings_vectors (
-    id varchar(255) PRIMARY KEY,
-    document_id varchar(255) NOT NULL,
-    user_id varchar(255) NOT NULL,
-    content text NOT NULL,
-    embedding extensions.vector(384) NOT NULL,
-    created_at timestamptz DEFAULT now()
-);
-CREATE INDEX qckstrt_embeddings_vectors_document_id_idx
+"""
+_APP_REST_SQL = r"""CREATE INDEX qckstrt_embeddings_vectors_document_id_idx
     ON public.qckstrt_embeddings_vectors (document_id);
 CREATE INDEX qckstrt_embeddings_vectors_user_id_idx
     ON public.qckstrt_embeddings_vectors (user_id);
@@ -158,6 +163,8 @@ GRANT SELECT ON ALL TABLES IN SCHEMA public TO anon, authenticated;
 GRANT ALL ON ALL TABLES IN SCHEMA public TO service_role;
 ALTER TABLE public.audit_logs OWNER TO supabase_admin;
 """
+#: QCKSTRT's tables, policies, functions, publication and grants (DESIGN.md §2).
+APP_SQL = _APP_TABLES_SQL + VECTOR_TABLE_SQL + _APP_REST_SQL
 
 #: The tests' Supabase-shaped schema (stand-ins for `auth` and `storage`).
 SCHEMA_SQL = BASE_SQL + STANDIN_SQL + APP_SQL

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from migration.dev.demo_data import VECTOR_TABLE_SQL
 from migration.dev.supabase_auth import INSTANCE_ID, install_auth_schema, sign_up
 from tests.databases import Servers
 
@@ -30,18 +31,12 @@ KNOWN_EMAIL = "user0@example.com"
 KNOWN_PASSWORD = "correct horse battery staple 0"
 
 # Step 4: the application's side (QCKSTRT keys its users by the GoTrue user id).
-APP_SQL = r"""
+# Around the app's vector table, which comes from demo_data.
+_APP_HEAD_SQL = r"""
 CREATE SCHEMA IF NOT EXISTS extensions;
 CREATE EXTENSION IF NOT EXISTS vector SCHEMA extensions;
-CREATE TABLE public.qckstrt_embeddings_vectors (
-    id varchar(255) PRIMARY KEY,
-    document_id varchar(255) NOT NULL,
-    user_id varchar(255) NOT NULL,
-    content text NOT NULL,
-    embedding extensions.vector(384) NOT NULL,
-    created_at timestamptz DEFAULT now()
-);
-CREATE TABLE public.users (
+"""
+_APP_REST_SQL = r"""CREATE TABLE public.users (
     id uuid PRIMARY KEY,
     email varchar(255) NOT NULL UNIQUE,
     created_at timestamptz NOT NULL DEFAULT now(),
@@ -60,6 +55,7 @@ CREATE POLICY documents_own ON public.documents FOR SELECT TO authenticated
 GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 GRANT SELECT ON public.documents, public.users TO authenticated;
 """
+APP_SQL = _APP_HEAD_SQL + VECTOR_TABLE_SQL + _APP_REST_SQL
 
 
 @dataclass(frozen=True)
