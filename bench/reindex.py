@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
@@ -204,8 +206,11 @@ def corpus(n: int, seed: int = SEED) -> list[Chunk]:
 # Measurements
 
 
-def _load_table(url: str, name: str, chunks: list[Chunk]) -> None:
-    """The app's table as an import leaves it: the old vectors (here zeros) await re-embedding."""
+def _load_table(
+    url: str, name: str, chunks: list[Chunk], vectors: npt.NDArray[np.float32] | None = None
+) -> None:
+    """The app's table with `vectors`; without them as an import leaves it, the old vectors (here
+    zeros) awaiting re-embedding."""
     table = sql.Identifier(name)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -215,8 +220,11 @@ def _load_table(url: str, name: str, chunks: list[Chunk]) -> None:
         ).format(table)
         with conn.cursor() as cur, cur.copy(copy_sql) as copy:
             zeros = "[" + ",".join(["0"] * 384) + "]"
-            for c in chunks:
-                copy.write_row((c.id, c.document_id, c.user_id, c.content, zeros))
+            for i, c in enumerate(chunks):
+                literal = zeros
+                if vectors is not None:
+                    literal = "[" + ",".join(f"{x:.8g}" for x in vectors[i].tolist()) + "]"
+                copy.write_row((c.id, c.document_id, c.user_id, c.content, literal))
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
 
 

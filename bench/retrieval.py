@@ -44,7 +44,6 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +52,13 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reindex import TABLE_SQL, _default_model, _machine, _split  # bench/reindex.py, a sibling
+from reindex import (  # bench/reindex.py, a sibling
+    Chunk,
+    _default_model,
+    _load_table,
+    _machine,
+    _split,
+)
 
 from migration.db.connection import Endpoint
 from migration.dev.local import LocalPostgres
@@ -150,14 +155,6 @@ def _man_pages(limit: int) -> Iterator[tuple[str, str]]:
             yield f"man:{path.name}", text
 
 
-@dataclass(frozen=True)
-class Chunk:
-    id: str
-    document_id: str
-    user_id: str
-    content: str
-
-
 def _zipf_users(rnd: random.Random) -> list[float]:
     return [1 / rank for rank in range(1, USERS + 1)]
 
@@ -240,22 +237,6 @@ def embed(chunks: list[Chunk], model: str) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # Measurements
-
-
-def _load(url: str, chunks: list[Chunk], vectors: np.ndarray) -> None:
-    """The app's table (btree indexes on document_id and user_id), vectors as re-indexed."""
-    table = sql.Identifier(TABLE)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        conn.execute(TABLE_SQL.format(name=table))
-        copy_sql = sql.SQL(
-            "COPY {} (id, document_id, user_id, content, embedding) FROM STDIN"
-        ).format(table)
-        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-            for c, v in zip(chunks, vectors, strict=True):
-                literal = "[" + ",".join(f"{x:.8g}" for x in v.tolist()) + "]"
-                copy.write_row((c.id, c.document_id, c.user_id, c.content, literal))
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
 
 
 def _build(url: str, m: int, ef_construction: int, mem: str, workers: int) -> float:
@@ -358,7 +339,7 @@ def main() -> None:
     try:
         server.create_database("app")
         url = server.create_master_role("master", "bench-pw", "app")
-        _load(url, chunks, vectors)
+        _load_table(url, TABLE, chunks, vectors)
         machine = _machine(args.model, "cpu", url)
         print("\n".join(machine), file=sys.stderr)
         grid = _grid(url, args)
