@@ -177,6 +177,13 @@ def _source(props: Mapping[str, Any], secrets: _Secrets) -> Endpoint | None:
     )
 
 
+def _required_source(props: Mapping[str, Any], secrets: _Secrets) -> Endpoint:
+    """The source of a step whose `check` requires ``source_secret_arn``."""
+    source = _source(props, secrets)
+    assert source is not None  # check() requires source_secret_arn
+    return source
+
+
 # ---------------------------------------------------------------------------------------------
 # Input checks shared by the steps (no I/O: they run in every preview)
 
@@ -453,8 +460,7 @@ class DataImportProvider(_StepProvider):
     ) -> tuple[dict[str, Any], bool]:
         from migration.steps.transfer import ImportOptions, import_database
 
-        source = _source(props, secrets)
-        assert source is not None  # check() requires source_secret_arn
+        source = _required_source(props, secrets)
         settings: ImportOptions = library_options(ImportOptions, props, self.STEP_ID)
         region = props.get("region")
         if settings.backup and region:
@@ -651,8 +657,7 @@ class StorageCopyProvider(_StepProvider):
         from migration.steps.storage_schema import carry_for_storage_step
         from migration.steps.storage_verify import copy_and_check
 
-        source_db = _source(props, secrets)
-        assert source_db is not None  # check() requires source_secret_arn
+        source_db = _required_source(props, secrets)
         settings: StorageCopySettings = library_options(StorageCopySettings, props, self.STEP_ID)
         spec: SourceSettings = library_options(SourceSettings, props, self.STEP_ID)
         credentials = None
@@ -810,8 +815,7 @@ class AuthStepProvider(_StepProvider):
         from migration.db.roles import SecretsManagerStore
         from migration.steps.auth import AuthOptions, carry_auth
 
-        source = _source(props, secrets)
-        assert source is not None  # check() requires source_secret_arn
+        source = _required_source(props, secrets)
         store = _ScrubbingStore(
             SecretsManagerStore(
                 {str(k): str(v) for k, v in dict(props.get("password_secret_arns") or {}).items()}
